@@ -1,0 +1,556 @@
+"""``block:PATH`` — a log-structured store on a block device or a file used as one.
+
+The device is formatted explicitly (:func:`format_block`, the CLI's ``irmin
+init``, or ``?create=1``); opening anything else raises ``NotFormatted``.
+The on-disk format is documented in :mod:`block_format`. In short: every
+``apply`` appends one checksummed segment (its objects, tombstones and ref
+changes) in whole sectors, flushes it, then writes a one-sector root naming
+the new log end into the older of two root slots and flushes again. A crash
+at any instant therefore leaves the store at the last root that reached the
+disk, with nothing to repair on open.
+
+Readers keep an in-memory index (id → offset, length, CRC) and ref table,
+loaded from the newest checkpoint segment plus the segments after it. Other
+processes' commits are picked up without reopening: a ``get`` miss,
+``get_ref``, ``list_refs`` or the poller re-reads the root slots (one small
+read) and indexes only the new tail (irmin-pack's "reload"). Writers
+serialise with a thread lock and, across processes, ``flock`` on the device.
+
+URI options: ``create=1`` (make and format the file if it does not exist, or
+format a device that is entirely blank), ``size=64M`` (size of a new file),
+``sector_size=N`` (at format), ``sync=false`` (do not fsync each apply: a
+crash may then lose or damage the latest applies, which checksums detect).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Iterable, Iterator
+
+from .base import Backend, RefUpdate, check_expectations, check_ref_name
+from .block_device import Device, FileDevice, create_image
+from .block_format import (
+    FORMAT_VERSION,
+    KIND_BATCH,
+    KIND_CHECKPOINT,
+    SEG_HEADER_FIXED,
+    Batch,
+    BlockCorruption,
+    Damage,
+    Root,
+    SegmentInfo,
+    Superblock,
+    align_up,
+    crc32,
+    decode_checkpoint,
+    decode_segment_header,
+    encode_batch,
+    encode_checkpoint,
+    header_len_of,
+    newest_root,
+    slot_align,
+)
+from .errors import InvalidURI, NotFormatted, StoreError, StoreFull
+from .registry import bool_param
+
+__all__ = ["BlockBackend", "format_block", "open_block", "verify_block"]
+
+_WINDOW = 1 << 20  # read-ahead when scanning segment headers
+_CKPT_MIN = 4096  # tail entries before a checkpoint is due (see _ckpt_due)
+_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+Index = dict[bytes, tuple[int, int, int]]  # oid -> (offset, length, crc)
+
+
+class BlockBackend(Backend):
+    """Objects and refs in an append-only log of sectors on one device."""
+
+    multi_process = True
+    persistent = True
+
+    def __init__(
+        self, device: Device, uri: str = "block:", *, durable: bool = True,
+        close_device: bool = True,
+    ) -> None:
+        super().__init__(uri, durable=durable)
+        self._dev = device
+        self._close_device = close_device
+        self._lock = threading.RLock()
+        #: Redundant structures found damaged and rebuilt from the log.
+        self.repaired: list[Damage] = []
+        #: Open a checkpoint once this many entries follow the last one.
+        self.checkpoint_min = _CKPT_MIN
+        try:
+            self._sb = _read_superblock(device, uri)
+            self._check_device()
+            self._load(self._read_root())
+        except BaseException:
+            if close_device:
+                device.close()
+            raise
+
+    # -- opening ---------------------------------------------------------
+
+    def _check_device(self) -> None:
+        sb, dev = self._sb, self._dev
+        if sb.sector_size % dev.sector_size:
+            raise StoreError(f"{self.uri}: formatted with {sb.sector_size}-byte sectors, "
+                             f"device needs multiples of {dev.sector_size}")
+        dev.sector_size = sb.sector_size
+        if dev.size < sb.device_size:
+            raise BlockCorruption(
+                [Damage(dev.size, f"device truncated: {dev.size} bytes, formatted as "
+                                  f"{sb.device_size}; records past {dev.size} are lost")],
+                self.uri)
+
+    def _read_root(self) -> Root:
+        s = self._sb.sector_size
+        r0, r1 = self._sb.root_offsets
+        raw = self._dev.read(r0, r1 - r0 + s)
+        root = newest_root([raw[:s], raw[r1 - r0:r1 - r0 + s]], self._sb.uuid)
+        if root is None:
+            raise BlockCorruption([Damage(r0, "both root slots are damaged")], self.uri)
+        if not (self._sb.log_start <= root.log_start <= root.log_end <= self._sb.log_limit):
+            raise BlockCorruption([Damage(r0 if root.seq % 2 == 0 else r1,
+                                          f"root {root.seq} points outside the log")], self.uri)
+        return root
+
+    def _load(self, root: Root) -> None:
+        """Rebuild the in-memory state from ``root``'s checkpoint and tail."""
+        self._index: Index = {}
+        self._refs: dict[str, bytes] = {}
+        self._tail = 0
+        start = root.log_start
+        if root.ckpt_off:
+            try:
+                info, payload = self._read_checkpoint(root.ckpt_off)
+                self._index, self._refs = decode_checkpoint(payload, root.ckpt_off)
+                start = root.ckpt_off + info.total(self._sb.sector_size)
+            except BlockCorruption as e:
+                # The checkpoint is redundant: rebuild from the whole log.
+                self.repaired.extend(e.damage)
+                self._index, self._refs = {}, {}
+        self._scan(start, root.log_end)
+        self._root = root
+
+    def _read_checkpoint(self, off: int) -> tuple[SegmentInfo, bytes]:
+        head = self._read_exact(off, self._sb.sector_size)
+        hl = header_len_of(head, off)
+        info = decode_segment_header(self._read_exact(off, hl), off)
+        if info.kind != KIND_CHECKPOINT:
+            raise BlockCorruption([Damage(off, "root names a checkpoint that is not one")])
+        payload = self._read_exact(info.payload_off, info.payload_len)
+        if crc32(payload) != info.payload_crc:
+            raise BlockCorruption([Damage(off, "checkpoint checksum mismatch")])
+        return info, payload
+
+    def _read_exact(self, off: int, n: int) -> bytes:
+        data = self._dev.read(off, n)
+        if len(data) < n:
+            raise BlockCorruption([Damage(off + len(data), "device ends inside a record")], self.uri)
+        return data
+
+    def _segments(self, start: int, end: int) -> Iterator[SegmentInfo]:
+        """Decode the segment headers in ``[start, end)``, reading ahead in
+        windows so that many small segments cost few reads."""
+        s = self._sb.sector_size
+        pos, win_off, win = start, start, b""
+        while pos < end:
+            rel = pos - win_off
+            if rel + SEG_HEADER_FIXED > len(win):
+                win_off, win, rel = pos, self._read_exact(pos, min(_WINDOW, end - pos)), 0
+            hl = header_len_of(memoryview(win)[rel:], pos)
+            if rel + hl > len(win):
+                if pos + hl > end:
+                    raise BlockCorruption([Damage(pos, "segment header runs past the log end")])
+                win_off, win, rel = pos, self._read_exact(pos, max(hl, min(_WINDOW, end - pos))), 0
+            info = decode_segment_header(memoryview(win)[rel:rel + hl], pos)
+            if pos + info.total(s) > end:
+                raise BlockCorruption([Damage(pos, "segment runs past the log end")])
+            yield info
+            pos += info.total(s)
+
+    def _scan(self, start: int, end: int) -> None:
+        try:
+            for info in self._segments(start, end):
+                self._absorb(info)
+        except BlockCorruption as e:
+            raise BlockCorruption(e.damage, self.uri) from e
+
+    def _absorb(self, info: SegmentInfo) -> None:
+        if info.kind == KIND_CHECKPOINT:
+            self._tail = 0
+            return
+        for o in info.objects:
+            self._index[o.oid] = (o.offset, o.length, o.crc)
+        for oid in info.tombstones:
+            self._index.pop(oid, None)
+        for name, new in info.refs:
+            if new is None:
+                self._refs.pop(name, None)
+            else:
+                self._refs[name] = new
+        self._tail += 1 + len(info.objects) + len(info.tombstones) + len(info.refs)
+
+    def _refresh(self) -> None:
+        """See commits made by other handles or processes since we last looked."""
+        root = self._read_root()
+        cur = self._root
+        if root.seq == cur.seq:
+            return
+        if root.seq < cur.seq or root.log_start != cur.log_start or root.log_end < cur.log_end:
+            self._load(root)  # rewound (crash recovery) or compacted: start over
+            return
+        self._scan(cur.log_end, root.log_end)
+        self._root = root
+
+    # -- objects ---------------------------------------------------------
+
+    def get(self, oid: bytes) -> bytes | None:
+        self._check_open()
+        with self._lock:
+            loc = self._index.get(oid)
+            if loc is None:
+                self._refresh()
+                loc = self._index.get(oid)
+                if loc is None:
+                    return None
+            return self._read_object(oid, loc)
+
+    def _read_object(self, oid: bytes, loc: tuple[int, int, int]) -> bytes:
+        off, length, want = loc
+        data = self._dev.read(off, length)
+        if len(data) < length:
+            raise BlockCorruption([Damage(off, "record truncated (device ends)", oid)], self.uri)
+        if crc32(data) != want:
+            raise BlockCorruption([Damage(off, "record checksum mismatch", oid)], self.uri)
+        return data
+
+    def has(self, oid: bytes) -> bool:
+        self._check_open()
+        with self._lock:
+            if oid in self._index:
+                return True
+            self._refresh()
+            return oid in self._index
+
+    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        self.apply(items, ())
+
+    def iter_ids(self) -> Iterator[bytes]:
+        self._check_open()
+        with self._lock:
+            self._refresh()
+            return iter(list(self._index))
+
+    def remove_many(self, oids: Iterable[bytes]) -> int:
+        """Record tombstones; the space comes back only with compaction."""
+        self._check_open()
+        wanted = list(dict.fromkeys(oids))
+        with self._lock, _WriterLock(self._dev):
+            self._refresh()
+            gone = [o for o in wanted if o in self._index]
+            if gone:
+                self._commit(Batch(tombstones=gone))
+            return len(gone)
+
+    # -- refs ------------------------------------------------------------
+
+    def get_ref(self, name: str) -> bytes | None:
+        self._check_open()
+        with self._lock:
+            self._refresh()
+            return self._refs.get(name)
+
+    def list_refs(self, prefix: str = "") -> dict[str, bytes]:
+        self._check_open()
+        with self._lock:
+            self._refresh()
+            return {k: v for k, v in self._refs.items() if k.startswith(prefix)}
+
+    def refs_token(self) -> object:
+        """The root sequence number: one small read, changes with every commit."""
+        return self._read_root().seq
+
+    def apply(
+        self, objects: Iterable[tuple[bytes, bytes]], refs: Iterable[RefUpdate] = ()
+    ) -> bool:
+        self._check_open()
+        updates = list(refs)
+        for u in updates:
+            check_ref_name(u.name)
+        items = list(objects)
+        with self._lock, _WriterLock(self._dev):
+            self._refresh()
+            fresh: dict[bytes, bytes] = {}
+            for oid, data in items:
+                if oid not in self._index and oid not in fresh:
+                    fresh[oid] = data
+            changes = check_expectations(self._refs, updates) if updates else []
+            batch = Batch(objects=list(fresh.items()))
+            if changes:
+                batch.refs = [(name, new) for name, _old, new in changes]
+            if not batch.empty():
+                self._commit(batch)
+        if changes:
+            self._notify(changes)
+        return changes is not None
+
+    # -- the commit path -------------------------------------------------
+
+    def _ckpt_due(self, extra: int) -> bool:
+        return self._tail + extra >= max(self.checkpoint_min, len(self._index) // 4)
+
+    def _commit(self, batch: Batch) -> None:
+        """Append ``batch`` (and a checkpoint when due), flush, flip the root.
+
+        Called with both locks held and the state refreshed. Nothing in memory
+        changes unless the root write completed.
+        """
+        s = self._sb.sector_size
+        root = self._root
+        seq = root.seq + 1
+        header, placed = encode_batch(batch, seq)
+        off = root.log_end
+        used = len(header) + sum(ln for _o, _p, ln, _c in placed)
+        end = off + align_up(used, s)
+        if end > self._sb.log_limit:
+            raise StoreFull(f"{self.uri}: device full: {end - off} bytes needed at offset "
+                            f"{off}, log ends at {self._sb.log_limit}")
+        index = self._index
+        new_entries = {oid: (off + len(header) + p, ln, c) for oid, p, ln, c in placed}
+        parts: list[bytes | bytearray | memoryview] = [header, *(d for _o, d in batch.objects)]
+        nentries = 1 + len(batch.objects) + len(batch.tombstones) + len(batch.refs)
+        ckpt_off = root.ckpt_off
+        if self._ckpt_due(nentries):
+            after: Index = {**index, **new_entries}
+            for oid in batch.tombstones:
+                after.pop(oid, None)
+            refs_after = dict(self._refs)
+            for name, new in batch.refs:
+                if new is None:
+                    refs_after.pop(name, None)
+                else:
+                    refs_after[name] = new
+            ch, cp = encode_checkpoint(after, refs_after, seq)
+            ck_end = end + align_up(len(ch) + len(cp), s)
+            if ck_end <= self._sb.log_limit:  # else: skip it, the data still fits
+                parts += [bytes(end - off - used), ch, cp]
+                ckpt_off, end = end, ck_end
+        new_root = Root(seq, root.log_start, end, ckpt_off, self._sb.uuid)
+        try:
+            self._dev.write(off, parts)
+            if self.durable:
+                self._dev.sync()
+            self._dev.write(self._sb.root_offsets[seq % 2], [new_root.encode(s)])
+            if self.durable:
+                self._dev.sync()
+        except OSError as e:
+            if e.errno in _FULL_ERRNOS:
+                raise StoreFull(f"{self.uri}: no space left writing at offset {off}") from e
+            raise StoreError(f"{self.uri}: I/O error writing at offset {off}: {e}") from e
+        index.update(new_entries)
+        for oid in batch.tombstones:
+            index.pop(oid, None)
+        for name, new in batch.refs:
+            if new is None:
+                self._refs.pop(name, None)
+            else:
+                self._refs[name] = new
+        self._tail = 0 if ckpt_off != root.ckpt_off else self._tail + nentries
+        self._root = new_root
+
+    # -- durability, checking, lifetime ----------------------------------------
+
+    def flush(self) -> None:
+        self._check_open()
+        with self._lock:
+            self._dev.sync()
+
+    def verify(self) -> list[Damage]:
+        """Read and check every live segment and record; list what is damaged.
+
+        Scanning stops at a damaged segment header (its length is unknown),
+        so everything after it is reported as unreachable in that entry.
+        """
+        self._check_open()
+        damage: list[Damage] = []
+        with self._lock:
+            self._refresh()
+            root = self._root
+            try:
+                for info in self._segments(root.log_start, root.log_end):
+                    if info.kind == KIND_CHECKPOINT:
+                        payload = self._dev.read(info.payload_off, info.payload_len)
+                        if crc32(payload) != info.payload_crc:
+                            damage.append(Damage(info.offset, "checkpoint checksum mismatch"))
+                        continue
+                    if info.kind != KIND_BATCH:
+                        damage.append(Damage(info.offset, f"unknown segment kind {info.kind}"))
+                    for o in info.objects:
+                        data = self._dev.read(o.offset, o.length)
+                        if len(data) < o.length:
+                            damage.append(Damage(o.offset, "record truncated", o.oid))
+                        elif crc32(data) != o.crc:
+                            damage.append(Damage(o.offset, "record checksum mismatch", o.oid))
+            except BlockCorruption as e:
+                damage.extend(Damage(d.offset, d.what + f"; log up to {root.log_end} unreadable "
+                                     "from here", d.oid) for d in e.damage)
+        return damage
+
+    def check(self) -> None:
+        """Raise :class:`BlockCorruption` listing every damaged place, if any."""
+        damage = self.verify()
+        if damage:
+            raise BlockCorruption(damage, self.uri)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Sizes for tools and benchmarks (log use, index size, root sequence)."""
+        with self._lock:
+            r = self._root
+            return {"seq": r.seq, "log_start": r.log_start, "log_end": r.log_end,
+                    "log_limit": self._sb.log_limit, "objects": len(self._index),
+                    "refs": len(self._refs), "tail_entries": self._tail,
+                    "sector_size": self._sb.sector_size}
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        super().close()
+        with self._lock:
+            if self._close_device:
+                self._dev.close()
+
+
+class _WriterLock:
+    """The cross-process writer lock, held only while appending."""
+
+    def __init__(self, dev: Device) -> None:
+        self._dev = dev
+
+    def __enter__(self) -> None:
+        self._dev.lock()
+
+    def __exit__(self, *exc: object) -> None:
+        self._dev.unlock()
+
+
+def _read_superblock(dev: Device, what: str) -> Superblock:
+    raw = dev.read(0, max(dev.sector_size, 512))
+    if not Superblock.is_ours(raw):
+        kind = "is empty (all zeros)" if not any(raw) else "holds something else"
+        raise NotFormatted(f"{what}: not an irmin block store ({kind}); "
+                           "format it with `irmin init` or format_block()")
+    sb = Superblock.decode(raw)
+    if sb.version != FORMAT_VERSION:
+        raise NotFormatted(f"{what}: irmin block format version {sb.version} is not "
+                           f"supported (this build reads {FORMAT_VERSION})")
+    return sb
+
+
+def _is_blank(dev: Device) -> bool:
+    a = slot_align(dev.sector_size)
+    return not any(dev.read(0, 3 * a + dev.sector_size))
+
+
+def format_block(
+    target: str | Device, *, size: int | None = None, sector_size: int | None = None,
+    force: bool = False,
+) -> None:
+    """Write an empty store onto ``target`` (a device path, image file or Device).
+
+    A missing file is created with ``size`` bytes. A target that already holds
+    an irmin store or any other non-blank data is refused unless ``force``.
+    Roots are written before the superblock, so a format cut short never
+    looks like a store.
+    """
+    if isinstance(target, Device):
+        dev, own = target, False
+    else:
+        if not os.path.exists(target):
+            if size is None:
+                raise StoreError(f"{target} does not exist; give size= to create it")
+            create_image(target, size)
+        dev, own = FileDevice(target, sector_size), True
+    try:
+        if sector_size is not None and sector_size % dev.sector_size == 0:
+            dev.sector_size = sector_size
+        s = dev.sector_size
+        if s & (s - 1) or s < 512:
+            raise StoreError(f"sector size {s} is not a power of two >= 512")
+        if not force and not _is_blank(dev):
+            head = dev.read(0, 8)
+            what = "an irmin store" if Superblock.is_ours(head) else "other data"
+            raise StoreError(f"{target} already holds {what}; refusing to format "
+                             "without force=True")
+        sb = Superblock.layout(dev.size, s, os.urandom(16))
+        if sb.log_limit - sb.log_start < 16 * s:
+            raise StoreError(f"{target}: {dev.size} bytes is too small for a store")
+        for seq in (0, 1):
+            root = Root(seq, sb.log_start, sb.log_start, 0, sb.uuid)
+            dev.write(sb.root_offsets[seq % 2], [root.encode(s)])
+        dev.sync()
+        dev.write(0, [sb.encode()])
+        dev.sync()
+    except OSError as e:
+        raise StoreError(f"cannot format {target}: {e}") from e
+    finally:
+        if own:
+            dev.close()
+
+
+def verify_block(path: str) -> list[Damage]:
+    """Open ``path`` and check every record (for ``irmin fsck``)."""
+    with BlockBackend(FileDevice(path), f"block:{path}") as b:
+        return b.verify()
+
+
+_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"64M"`` → 67108864 (K, M, G, T are binary; a trailing ``B``/``iB`` is ok)."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1:] if t[-1:] in _SUFFIX else ""
+    try:
+        return int(t[: len(t) - len(unit)]) * _SUFFIX[unit]
+    except ValueError:
+        raise InvalidURI(f"bad size {text!r}") from None
+
+
+_OPTIONS = {"create", "size", "sector_size", "sync"}
+
+
+def open_block(path: str, params: dict[str, str]) -> BlockBackend:
+    """Opener for ``block:PATH[?create=1&size=64M&sync=false&sector_size=512]``."""
+    unknown = set(params) - _OPTIONS
+    if unknown:
+        raise InvalidURI(f"unknown block: options {sorted(unknown)}; known: {sorted(_OPTIONS)}")
+    if not path:
+        raise InvalidURI("block: needs a path, e.g. block:/dev/loop0 or block:store.img")
+    durable = bool_param(params, "sync", True)
+    sector = int(params["sector_size"]) if "sector_size" in params else None
+    uri = f"block:{path}"
+    if bool_param(params, "create", False):
+        if not os.path.exists(path):
+            if "size" not in params:
+                raise InvalidURI(f"{uri}: create=1 of a new file needs size=")
+            format_block(path, size=parse_size(params["size"]), sector_size=sector)
+        else:
+            dev = FileDevice(path, sector)
+            try:
+                blank = _is_blank(dev)
+                if blank:
+                    format_block(dev, sector_size=sector)
+            finally:
+                dev.close()
+    try:
+        dev = FileDevice(path)
+    except FileNotFoundError as e:
+        raise NotFormatted(f"{uri}: no such device or file (create=1&size=... makes one)") from e
+    except OSError as e:
+        raise StoreError(f"{uri}: cannot open: {e}") from e
+    return BlockBackend(dev, uri, durable=durable)
