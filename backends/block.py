@@ -406,6 +406,12 @@ class BlockBackend(Backend):
         if damage:
             raise BlockCorruption(damage, self.uri)
 
+    def locate(self, oid: bytes) -> tuple[int, int] | None:
+        """Where an object's bytes are on the device: ``(offset, length)``."""
+        with self._lock:
+            loc = self._index.get(oid)
+            return None if loc is None else (loc[0], loc[1])
+
     @property
     def stats(self) -> dict[str, int]:
         """Sizes for tools and benchmarks (log use, index size, root sequence)."""

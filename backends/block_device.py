@@ -70,16 +70,16 @@ class Device(ABC):
 class FileDevice(Device):
     """A block device or a regular file, via ``O_DIRECT`` when possible."""
 
-    def __init__(self, path: str, sector_size: int | None = None) -> None:
+    def __init__(self, path: str, sector_size: int | None = None, *, direct: bool = True) -> None:
         self.path = path
         st = os.stat(path)
         self.is_block = stat.S_ISBLK(st.st_mode)
         flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
-        direct = getattr(os, "O_DIRECT", 0)
+        o_direct = getattr(os, "O_DIRECT", 0) if direct else 0
         self._fd = -1
-        if direct:
+        if o_direct:
             try:
-                self._fd = os.open(path, flags | direct)
+                self._fd = os.open(path, flags | o_direct)
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
