@@ -27,8 +27,10 @@ takes the valid slot with the highest ``seq``. A slot that fails its CRC (torn
 write, garbage) is ignored, so the store opens at the previous commit with no
 repair step. Bytes past ``log_end`` are never trusted.
 
-Segment: a header, then its payload immediately after (not padded), the whole
-padded with zeros to the next sector boundary::
+Segment: a header, then its payload immediately after, the whole padded with
+zeros to the next sector boundary (a batch with a large payload pads its
+header to a sector, so the payload can be written aligned, and before the
+header, while its CRCs are computed in parallel)::
 
     magic "IRSG" | kind u8 | 3 pad | seq u64 | header_len u32 | n_entries u32
     | payload_len u64 | header_crc u32 | payload_crc u32 | entries...
@@ -248,17 +250,23 @@ class SegmentInfo:
         return align_up(self.header_len + self.payload_len, sector_size)
 
 
-def encode_batch(batch: Batch, seq: int) -> tuple[bytes, list[tuple[bytes, int, int, int]]]:
+def encode_batch(
+    batch: Batch, seq: int, crcs: list[int] | None = None, pad_to: int = 0
+) -> tuple[bytes, list[tuple[bytes, int, int, int]]]:
     """Header bytes and ``(oid, payload offset, length, crc)`` per object.
 
     The payload is the objects' data concatenated in order, written by the
     caller straight after the header (no copy into one big buffer here).
+    ``crcs`` may be given when computed elsewhere (in parallel with the
+    payload write); ``pad_to`` zero-pads the header to a multiple, so that
+    a large payload starts sector-aligned and can be written before the
+    header is known. The header length does not depend on the CRC values.
     """
     parts: list[bytes] = []
     placed: list[tuple[bytes, int, int, int]] = []
     pos = 0
-    for oid, data in batch.objects:
-        c = crc32(data)
+    for i, (oid, data) in enumerate(batch.objects):
+        c = crcs[i] if crcs is not None else crc32(data)
         parts.append(struct.pack(f"<BB{len(oid)}sQQI", E_OBJECT, len(oid), oid, pos, len(data), c))
         placed.append((oid, pos, len(data), c))
         pos += len(data)
@@ -271,7 +279,11 @@ def encode_batch(batch: Batch, seq: int) -> tuple[bytes, list[tuple[bytes, int, 
         else:
             parts.append(struct.pack(f"<BH{len(nb)}sB{len(new)}s", E_REF_SET, len(nb), nb, len(new), new))
     n = len(batch.objects) + len(batch.tombstones) + len(batch.refs)
-    return _seal(KIND_BATCH, seq, b"".join(parts), n, pos, 0), placed
+    entries = b"".join(parts)
+    if pad_to:
+        entries += bytes(align_up(SEG_HEADER_FIXED + len(entries), pad_to)
+                         - SEG_HEADER_FIXED - len(entries))
+    return _seal(KIND_BATCH, seq, entries, n, pos, 0), placed
 
 
 def encode_checkpoint(

@@ -389,6 +389,7 @@ def _run(seed: int, steps: int, cut_at: int | None = None) -> tuple[
     format_block(dev)
     b = BlockBackend(dev, "block:powerloss", close_device=False)
     b.checkpoint_min = 6
+    b.pipeline_min = 4000 if seed % 2 else 1 << 20  # odd seeds: payload before header
     done = [snapshot(b)]
     if cut_at is not None:
         dev.cut_at = dev.ops + cut_at
