@@ -446,6 +446,32 @@ class LmdbBackend(Backend):
                 except lmdb.Error as e:
                     raise _convert(e, "remove_many") from e
 
+    def remove_many_if_refs_unchanged(self, oids: Iterable[bytes], token: object) -> int | None:
+        """gc's sweep step: delete ``oids`` only if no ref changed since
+        :meth:`refs_token` returned ``token``; ``None`` (nothing deleted) if
+        one did. The check and the deletes are one write transaction, so no
+        writer's commit can land in between (see irmin.gc)."""
+        self._check_writable()
+        keys = list(oids)
+        s = self._s
+        with s.write_lock:
+            self._check_open()
+            while True:
+                try:
+                    with self._env.begin(write=True) as txn:
+                        if txn.get(_COUNTER, db=self._mdb) != token:
+                            return None
+                        return sum(1 for k in keys if txn.delete(k, db=self._odb))
+                except lmdb.MapResizedError:
+                    s.resize(0)
+                except lmdb.MapFullError as e:
+                    size = self._env.info()["map_size"]
+                    if size >= s.max_map_size:
+                        raise StoreFull("LMDB map is full") from e
+                    s.resize(min(size * 2, s.max_map_size))
+                except lmdb.Error as e:
+                    raise _convert(e, "remove_many_if_refs_unchanged") from e
+
     def _check_writable(self) -> None:
         self._check_open()
         if self.readonly:
@@ -489,10 +515,14 @@ class LmdbBackend(Backend):
         self._enter()
         try:
             with self._env.begin() as txn:
+                ost = txn.stat(self._odb)
                 return {
                     "map_size": self._env.info()["map_size"],
-                    "objects": txn.stat(self._odb)["entries"],
+                    "objects": ost["entries"],
                     "refs": txn.stat(self._rdb)["entries"],
+                    # pages holding objects (what gc gives back to LMDB's free list)
+                    "object_bytes": ost["psize"] * (ost["branch_pages"] + ost["leaf_pages"]
+                                                    + ost["overflow_pages"]),
                 }
         finally:
             self._leave()

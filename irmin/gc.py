@@ -1,0 +1,330 @@
+"""``irmin gc``: delete what no ref reaches, while others keep working.
+
+Mark and sweep, made safe for concurrent readers and writers:
+
+1. **Snapshot** the stored ids (``iter_ids``). Only ids in this snapshot can
+   ever be deleted, so an object written by a commit that lands while gc runs
+   is never a candidate.
+2. **Mark** from every ref (all of ``refs/``: branches, tags, the boundary
+   list): commits, their trees, every subtree and blob. Only commits, trees
+   and tags are read; blobs are marked by id. With ``keep_last=N`` only the
+   newest N commits reachable from each ref (newest first by committer date,
+   all parents, as ``irmin log`` shows them) are kept; see "window" below.
+3. **Sweep** the unmarked ids of the snapshot in batches, each batch deleted
+   only if no ref changed since the refs were last read
+   (``remove_many_if_refs_unchanged(oids, token)``, atomic on LMDB: the check
+   and the deletes are one write transaction, serialised with writers). If a
+   ref moved, gc re-marks from the new ref values and drops from the
+   candidates whatever became reachable again -- which covers the one subtle
+   case: a writer re-creating an object identical to a garbage one (same
+   content, same id), which ``put``'s idempotence would otherwise let gc
+   delete under it. Backends without the atomic method get the check and
+   the delete back to back (a window of microseconds; documented in
+   docs/maintenance.md).
+4. **Compact** (``block:``): deletes there are tombstones, and the space
+   comes back when the backend's ``compact()`` rewrites the live log. On
+   ``git:`` loose objects are unlinked; objects inside pack files cannot be
+   deleted one by one and are counted in ``GcStats.packed_kept``.
+
+Window (``keep_last``): cutting history leaves the oldest kept commits naming
+parents that are gone. Their ids are recorded as the *boundary*
+(:mod:`irmin.boundary`, ref ``refs/irmin/gc-boundary``) before anything is
+deleted, so fsck knows these absences are intended and everything else
+missing is still reported. A later gc (windowed or not) does not walk past
+the boundary.
+
+gc never deletes anything if the mark finds a reachable object missing: it
+raises :class:`MissingObject` (run ``irmin fsck``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .boundary import BOUNDARY_REF, boundary_update, read_boundary
+from .errors import MalformedObject, MissingObject
+from .objects import BLOB_MODES, MODE_TREE
+from .progress import bar
+
+if TYPE_CHECKING:
+    from .repo import Repo
+
+__all__ = ["GcStats", "gc", "store_usage"]
+
+
+@dataclass
+class GcStats:
+    scanned: int = 0  # ids in the pre-mark snapshot
+    live: int = 0  # ids marked reachable
+    removed: int = 0  # ids deleted (dry run: that would be)
+    kept_commits: int = 0
+    boundary: int = 0  # commits on the history boundary after this gc
+    remarks: int = 0  # times the sweep re-marked because refs moved
+    packed_kept: int = 0  # git: unreachable objects inside packs (not deleted)
+    compacted: bool = False
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        s = (f"{verb} {self.removed} of {self.scanned} objects ({self.live} live, "
+             f"{self.kept_commits} commits kept")
+        if self.boundary:
+            s += f", {self.boundary} boundary commits"
+        s += f") in {self.seconds:.2f}s"
+        if self.remarks:
+            s += f"; re-marked {self.remarks}x for concurrent commits"
+        if self.packed_kept:
+            s += f"; {self.packed_kept} unreachable objects are in git packs (run git repack -a -d)"
+        if self.compacted:
+            s += "; compacted"
+        return s
+
+
+class _Marker:
+    """Mark state shared by the first mark and the re-marks of the sweep."""
+
+    def __init__(self, repo: Repo, keep_last: int | None, boundary: set[bytes],
+                 pb: Any) -> None:
+        self.repo = repo
+        self.fmt = repo.fmt
+        self.keep_last = keep_last
+        self.old_boundary = boundary
+        self.marked: set[bytes] = set()
+        self.kept: set[bytes] = set()  # commits kept
+        self.pb = pb
+
+    def _read(self, oid: bytes) -> tuple[bytes, bytes]:
+        raw = self.repo.backend.get(oid)
+        if raw is None:
+            raise MissingObject(oid, f"object {oid.hex()} is reachable but missing; "
+                                     "gc refuses to run (see `irmin fsck`)")
+        return self.fmt.split(raw)
+
+    def _mark(self, oid: bytes) -> bool:
+        if oid in self.marked:
+            return False
+        self.marked.add(oid)
+        self.pb.update(1)
+        return True
+
+    def root(self, oid: bytes) -> None:
+        """Mark what the ref value ``oid`` keeps alive."""
+        if oid in self.marked:
+            return
+        kind, body = self._read(oid)
+        if kind == b"commit":
+            self._commits(oid)
+        elif kind == b"tree":
+            self._trees([oid])
+        elif kind == b"tag":
+            self._mark(oid)
+            target = None
+            for line in body.split(b"\n"):
+                if line.startswith(b"object "):
+                    target = self.fmt.parse_id(line[7:])
+                    break
+            if target is not None:
+                self.root(target)
+        else:
+            self._mark(oid)
+
+    def _commits(self, head: bytes) -> None:
+        """Keep the commits of one ref (all, or its newest ``keep_last``)."""
+        repo = self.repo
+        limit = self.keep_last
+        counter = itertools.count()
+        seen = {head}
+        c = repo.commit(head)
+        heap = [(-c.date, next(counter), c)]
+        n = 0
+        new_commits = []
+        while heap and (limit is None or n < limit):
+            _, _, c = heapq.heappop(heap)
+            n += 1
+            if c.oid not in self.kept:
+                self.kept.add(c.oid)
+                new_commits.append(c)
+            elif limit is None:
+                continue  # its ancestry was walked when it was first kept
+            if c.oid in self.old_boundary:
+                continue
+            for pid in c.parent_ids:
+                if pid not in seen:
+                    seen.add(pid)
+                    try:
+                        p = repo.commit(pid)
+                    except MissingObject:
+                        raise MissingObject(pid, f"commit {pid.hex()} (parent of {c.id}) is "
+                                                 "missing; gc refuses to run (see `irmin fsck`)") from None
+                    heapq.heappush(heap, (-p.date, next(counter), p))
+        for c in new_commits:
+            self._mark(c.oid)
+        self._trees([c.tree_id for c in new_commits])
+
+    def _trees(self, roots: list[bytes]) -> None:
+        stack = [t for t in roots if self._mark(t)]
+        fmt = self.fmt
+        get_many = self.repo.backend.get_many
+        while stack:
+            chunk, stack = stack[-256:], stack[:-256]
+            found = get_many(chunk)
+            for tid in chunk:
+                raw = found.get(tid)
+                if raw is None:
+                    raise MissingObject(tid, f"tree {tid.hex()} is reachable but missing; "
+                                             "gc refuses to run (see `irmin fsck`)")
+                kind, body = fmt.split(raw)
+                if kind != b"tree":
+                    raise MalformedObject(f"{tid.hex()} is a {kind.decode()}, expected a tree")
+                for mode, _name, child in fmt.parse_tree(body):
+                    if mode is MODE_TREE:
+                        if self._mark(child):
+                            stack.append(child)
+                    elif mode in BLOB_MODES:
+                        self._mark(child)
+
+    def boundary(self) -> set[bytes]:
+        """Kept commits with a parent that is not kept (their parents go)."""
+        out = set()
+        for oid in self.kept:
+            c = self.repo.commit(oid)
+            if oid in self.old_boundary or any(p not in self.kept for p in c.parent_ids):
+                out.add(oid)
+        return out
+
+
+def _remove(backend: Any, oids: list[bytes], token: object) -> int | None:
+    atomic = getattr(backend, "remove_many_if_refs_unchanged", None)
+    if atomic is not None:
+        return atomic(oids, token)  # type: ignore[no-any-return]
+    if backend.refs_token() != token:
+        return None
+    return backend.remove_many(oids)  # type: ignore[no-any-return]
+
+
+def gc(repo: Repo, *, keep_last: int | None = None, dry_run: bool = False,
+       progress: bool | None = None, batch: int = 2000, compact: bool = True) -> GcStats:
+    """Delete every object no ref reaches (see the module docstring)."""
+    if keep_last is not None and keep_last < 1:
+        raise ValueError("keep_last must be at least 1")
+    t0 = time.perf_counter()
+    backend = repo.backend
+    stats = GcStats(dry_run=dry_run)
+    snapshot = list(backend.iter_ids())
+    stats.scanned = len(snapshot)
+
+    token = backend.refs_token()
+    refs = backend.list_refs()
+    old_blob, old_boundary = read_boundary(repo)
+    with bar(progress, "gc mark", unit="obj") as pb:
+        m = _Marker(repo, keep_last, old_boundary, pb)
+        for name, oid in sorted(refs.items()):
+            if name != BOUNDARY_REF:
+                m.root(oid)
+        new_boundary = m.boundary()
+
+        def record_boundary(oids: set[bytes]) -> None:
+            # Written before anything goes: fsck must see it first.
+            nonlocal old_blob
+            while True:
+                objs, upd, blob = boundary_update(repo, old_blob, oids)
+                if upd is None or backend.apply(objs, [upd]):
+                    break
+                old_blob, _ = read_boundary(repo)  # another gc moved it
+            old_blob = blob
+            if blob is not None:
+                m.marked.add(blob)
+
+        if not dry_run:
+            record_boundary(new_boundary)
+        elif old_blob is not None:
+            m.marked.add(old_blob)
+
+        def remark() -> tuple[object, dict[str, bytes]]:
+            nonlocal new_boundary
+            tok = backend.refs_token()
+            now = backend.list_refs()
+            for name, oid in sorted(now.items()):
+                if name == BOUNDARY_REF:
+                    m.marked.add(oid)
+                elif refs.get(name) != oid:
+                    m.root(oid)
+            if keep_last is not None:  # a ref moved to a new window may cut more
+                nb = m.boundary()
+                if nb != new_boundary:
+                    new_boundary = nb
+                    record_boundary(nb)
+                    return remark()
+            return tok, now
+
+        if not dry_run:
+            token, refs = remark()
+    stats.live = len(m.marked)
+    stats.kept_commits = len(m.kept)
+    stats.boundary = len(new_boundary)
+
+    dead = [o for o in snapshot if o not in m.marked]
+    if dry_run:
+        stats.removed = len(dead)
+        stats.seconds = time.perf_counter() - t0
+        return stats
+
+    with bar(progress, "gc sweep", total=len(dead)) as pb:
+        i = 0
+        while i < len(dead):
+            chunk = [o for o in dead[i:i + batch] if o not in m.marked]
+            n = _remove(backend, chunk, token) if chunk else 0
+            if n is None:
+                stats.remarks += 1
+                token, refs = remark()
+                continue
+            stats.removed += n
+            pb.update(min(batch, len(dead) - i))
+            i += batch
+    stats.live = len(m.marked)
+
+    if hasattr(backend, "_packed_refs"):  # git: count what packs still hold
+        stats.packed_kept = _git_packed_dead(backend, [o for o in dead if o not in m.marked])
+    compactor = getattr(backend, "compact", None)
+    if compact and compactor is not None and stats.removed:
+        compactor()
+        stats.compacted = True
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _git_packed_dead(backend: Any, oids: list[bytes]) -> int:
+    try:
+        return sum(1 for o in oids if backend.has(o))
+    except Exception:
+        return 0
+
+
+def store_usage(backend: Any) -> dict[str, int]:
+    """What a store occupies, for tests and benchmarks: ``objects`` (count)
+    and ``bytes`` (LMDB: pages in use by objects; block: live log bytes;
+    git: loose object files; memory: object bytes)."""
+    stats = getattr(backend, "stats", None)
+    if callable(stats):  # lmdb
+        st = stats()
+        return {"objects": st["objects"], "bytes": st.get("object_bytes", 0)}
+    if isinstance(stats, dict):  # block (a property)
+        return {"objects": stats["objects"], "bytes": stats["log_end"] - stats["log_start"]}
+    gitdir = getattr(backend, "gitdir", None)
+    if gitdir is not None:
+        import os
+
+        total = count = 0
+        for dirpath, _dirs, files in os.walk(os.path.join(gitdir, "objects")):
+            for f in files:
+                count += len(f) == 38
+                total += os.path.getsize(os.path.join(dirpath, f))
+        return {"objects": count, "bytes": total}
+    ids = list(backend.iter_ids())
+    return {"objects": len(ids), "bytes": sum(len(backend.get(o) or b"") for o in ids)}
+
