@@ -23,13 +23,14 @@ import struct
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 Buffer = bytes | bytearray | memoryview
 
 BLKSSZGET = 0x1268  # logical block size, int
 BLKGETSIZE64 = 0x80081272  # device size in bytes, u64
 
-_STAGE = 8 << 20  # aligned staging buffer for O_DIRECT writes
+_STAGE = 4 << 20  # each of two aligned staging buffers for O_DIRECT writes
 _SCRATCH = 1 << 20  # reused aligned buffer for O_DIRECT reads
 _IOV_MAX = 512
 
@@ -96,7 +97,8 @@ class FileDevice(Device):
             self.size = st.st_size
         self.sector_size = max(sector_size or self.logical_block_size, self.logical_block_size)
         self._io_lock = threading.Lock()
-        self._stage: mmap.mmap | None = None
+        self._stages: tuple[mmap.mmap, mmap.mmap] | None = None
+        self._writer: ThreadPoolExecutor | None = None
         self._scratch: mmap.mmap | None = None
         if self.direct and not self._probe_direct():
             os.close(self._fd)
@@ -160,26 +162,48 @@ class FileDevice(Device):
             self._pwritev_all(offset, views)
 
     def _write_staged(self, offset: int, parts: Sequence[Buffer], pad: int) -> None:
-        if self._stage is None:
-            self._stage = mmap.mmap(-1, _STAGE)
-        stage = self._stage
-        sv = memoryview(stage)
-        fill = 0
-        pos = offset
-        for p in (*parts, bytes(pad)):
-            mv = memoryview(p).cast("B")
-            i = 0
-            while i < len(mv):
-                n = min(len(mv) - i, _STAGE - fill)
-                sv[fill:fill + n] = mv[i:i + n]
-                fill += n
-                i += n
-                if fill == _STAGE:
-                    self._pwritev_all(pos, [sv[:fill]])
-                    pos += fill
-                    fill = 0
-        if fill:
-            self._pwritev_all(pos, [sv[:fill]])
+        """Copy into aligned buffers and write them; for writes larger than one
+        buffer, a second buffer is filled while the first is being written
+        (``pwritev`` releases the GIL), so the copy costs no wall time."""
+        if self._stages is None:
+            self._stages = (mmap.mmap(-1, _STAGE), mmap.mmap(-1, _STAGE))
+        big = sum(len(p) for p in parts) + pad > _STAGE
+        pending: Future[None] | None = None
+        cur, fill, pos = 0, 0, offset
+        sv = memoryview(self._stages[0])
+
+        def submit() -> None:
+            nonlocal pending, cur, fill, pos, sv
+            if pending is not None:
+                pending.result()
+                pending = None
+            if big:
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(1, thread_name_prefix="irmin-block-io")
+                pending = self._writer.submit(self._pwritev_all, pos, [sv[:fill]])
+            else:
+                self._pwritev_all(pos, [sv[:fill]])
+            pos += fill
+            fill = 0
+            cur ^= 1
+            sv = memoryview(self._stages[cur])  # type: ignore[index]
+
+        try:
+            for p in (*parts, bytes(pad)):
+                mv = memoryview(p).cast("B")
+                i = 0
+                while i < len(mv):
+                    n = min(len(mv) - i, _STAGE - fill)
+                    sv[fill:fill + n] = mv[i:i + n]
+                    fill += n
+                    i += n
+                    if fill == _STAGE:
+                        submit()
+            if fill:
+                submit()
+        finally:
+            if pending is not None:  # never leave a buffer in flight
+                pending.result()
 
     def _pwritev_all(self, offset: int, views: list[memoryview]) -> None:
         """pwritev every byte, resuming after short writes (ENOSPC shows as 0)."""
@@ -221,10 +245,13 @@ class FileDevice(Device):
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        for m in (self._stage, self._scratch):
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
+        for m in (*(self._stages or ()), self._scratch):
             if m is not None:
                 m.close()
-        self._stage = self._scratch = None
+        self._stages, self._scratch = None, None
 
 
 def create_image(path: str, size: int) -> None:
