@@ -14,7 +14,7 @@ import click
 import irmin
 from irmin import contents as contents_mod
 
-from . import cli_branches, cli_history, cli_store, cli_watch
+from . import cli_branches, cli_history, cli_maint, cli_store, cli_watch
 from .cli_common import DEFAULT_STORE, Env, IrminGroup
 
 
@@ -53,3 +53,7 @@ main.add_command(cli_branches.branches)
 main.add_command(cli_branches.branch)
 main.add_command(cli_branches.merge)
 main.add_command(cli_watch.watch)
+main.add_command(cli_maint.fsck)
+main.add_command(cli_maint.gc)
+main.add_command(cli_maint.copy)
+main.add_command(cli_maint.snapshot)
