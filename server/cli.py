@@ -15,14 +15,7 @@ import irmin
 from irmin import contents as contents_mod
 
 from . import cli_branches, cli_history, cli_maint, cli_store, cli_watch
-from .cli_common import DEFAULT_STORE, Env, IrminGroup
-
-
-def _contents(_ctx: click.Context, _param: click.Parameter, name: str) -> Any:
-    try:
-        return contents_mod.resolve(name)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+from .cli_common import DEFAULT_STORE, Env, IrminGroup, contents_callback
 
 
 @click.group(cls=IrminGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,7 +23,7 @@ def _contents(_ctx: click.Context, _param: click.Parameter, name: str) -> Any:
               metavar="URI", help="Store URI: lmdb:DIR, git:DIR, block:DEV, memory: [env IRMIN_STORE].")
 @click.option("-b", "--branch", default=irmin.DEFAULT_BRANCH, show_default=True,
               help="Branch to read and write.")
-@click.option("--contents", default="bytes", show_default=True, callback=_contents,
+@click.option("--contents", default="bytes", show_default=True, callback=contents_callback,
               metavar="NAME", help="Contents type: " + ", ".join(contents_mod.names()) + ".")
 @click.version_option(irmin.__version__, prog_name="irmin")
 @click.pass_context

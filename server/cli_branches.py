@@ -6,7 +6,7 @@ import click
 
 import irmin
 
-from .cli_common import CliError, Env, info, json_option, pass_env, write_options
+from .cli_common import CliError, Env, json_option, pass_env, write_options
 from .cli_render import dumps, short
 
 
@@ -77,7 +77,14 @@ def merge(env: Env, source: str, message: str, author: str | None) -> None:
     theirs = repo.resolve(source)
     before = store.head_id()
     msg = message or f"merge {source} into {env.branch}"
-    result = store.merge(theirs, msg, author=author)
+    try:
+        result = store.merge(theirs, msg, author=author)
+    except irmin.ConflictError as e:
+        paths = ", ".join(c.path_str or "/" for c in e.conflicts[:10]) or str(e)
+        if len(e.conflicts) > 10:
+            paths += f" (+{len(e.conflicts) - 10} more)"
+        raise CliError(f"merge conflict merging {source} into {env.branch} at {paths}; "
+                       "nothing was written") from e
     if result.oid == before:
         click.echo("already up to date")
     elif result.oid == theirs.oid:

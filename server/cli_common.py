@@ -91,6 +91,14 @@ class Env:
 pass_env = click.make_pass_decorator(Env)
 
 
+def contents_callback(_ctx: click.Context, _param: click.Parameter, name: str) -> Any:
+    """``--contents NAME`` → the codec (an unknown name is a usage error)."""
+    try:
+        return irmin.contents.resolve(name)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def _check_author(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     if value is not None:
         try:

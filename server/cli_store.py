@@ -7,6 +7,7 @@ import os
 import click
 
 from irmin.backends.block import format_block, parse_size
+from irmin.backends.errors import StoreError
 from irmin.backends.registry import parse_uri
 from irmin.path import parse, show
 
@@ -28,8 +29,12 @@ def init(env: Env, force: bool, size: str | None, sector_size: int | None) -> No
         size = size or params.get("size")
         if sector_size is None and "sector_size" in params:
             sector_size = int(params["sector_size"])
-        format_block(path, size=parse_size(size) if size else None,
-                     sector_size=sector_size, force=force)
+        try:
+            format_block(path, size=parse_size(size) if size else None,
+                         sector_size=sector_size, force=force)
+        except StoreError as e:  # speak in CLI options, not keyword arguments
+            msg = str(e).replace("without force=True", "without --force")
+            raise CliError(msg.replace("give size= to", "give --size to")) from e
         click.echo(f"formatted {path} as an empty irmin block store")
     elif force or size or sector_size:
         raise click.UsageError("--force, --size and --sector-size only apply to block: stores")
@@ -86,7 +91,7 @@ def remove(env: Env, path: str, message: str, author: str | None) -> None:
     store = env.store(write=True)
     if store.tree().kind(steps) is None:
         raise CliError(f"nothing at {show(steps) or '/'}")
-    c = store.remove(steps, message, info=info(message or f"remove {show(steps)}", author))
+    c = store.update_tree(lambda t: t.remove(steps), info(message or f"remove {show(steps)}", author))
     click.echo(short(c) if c is not None else "unchanged", err=c is None)
 
 
