@@ -261,6 +261,21 @@ class BlockBackend(Backend):
                 self._commit(Batch(tombstones=gone))
             return len(gone)
 
+    def remove_many_if_refs_unchanged(self, oids: Iterable[bytes], token: object) -> int | None:
+        """gc's sweep: tombstone ``oids`` only if nothing was committed since
+        :meth:`refs_token` returned ``token`` (``None``, nothing removed, if
+        something was). Check and tombstones happen under the writer lock."""
+        self._check_open()
+        wanted = list(dict.fromkeys(oids))
+        with self._lock, _WriterLock(self._dev):
+            self._refresh()
+            if self._root.seq != token:
+                return None
+            gone = [o for o in wanted if o in self._index]
+            if gone:
+                self._commit(Batch(tombstones=gone))
+            return len(gone)
+
     # -- refs ------------------------------------------------------------
 
     def get_ref(self, name: str) -> bytes | None:

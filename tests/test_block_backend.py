@@ -526,3 +526,16 @@ def test_uri_options(tmp_path: Path) -> None:
         b.flush()
     assert os.path.getsize(tmp_path / "x.img") == 2 << 20
     time.sleep(0)
+
+
+def test_gc_sweep_is_atomic_with_commits(tmp_path: Path) -> None:
+    with open_backend(new_store(tmp_path, "2M")) as b:
+        garbage, live = obj(b"garbage"), obj(b"live")
+        b.put_many([garbage, live])
+        token = b.refs_token()
+        b.put(*obj(b"a writer got in"))  # any commit moves the token
+        assert b.remove_many_if_refs_unchanged([garbage[0]], token) is None  # type: ignore[attr-defined]
+        assert b.has(garbage[0])
+        token = b.refs_token()
+        assert b.remove_many_if_refs_unchanged([garbage[0]], token) == 1  # type: ignore[attr-defined]
+        assert not b.has(garbage[0]) and b.get(live[0]) == live[1]
