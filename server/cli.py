@@ -14,7 +14,7 @@ import click
 import irmin
 from irmin import contents as contents_mod
 
-from . import cli_branches, cli_history, cli_maint, cli_store, cli_watch
+from . import cli_branches, cli_history, cli_maint, cli_serve, cli_store, cli_watch
 from .cli_common import DEFAULT_STORE, Env, IrminGroup, contents_callback
 
 
@@ -50,3 +50,4 @@ main.add_command(cli_maint.fsck)
 main.add_command(cli_maint.gc)
 main.add_command(cli_maint.copy)
 main.add_command(cli_maint.snapshot)
+main.add_command(cli_serve.serve)

@@ -1,0 +1,87 @@
+"""Helpers shared by the REST routers: the repo, revisions, values as JSON,
+and commit info from headers or query parameters."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from irmin.commit import Commit, Info
+from irmin.contents import Contents, resolve
+from irmin.errors import BranchNotFound, MalformedObject
+from irmin.repo import Repo
+from irmin.store import Store
+
+
+def repo_of(request: Request) -> Repo:
+    return request.app.state.repo  # type: ignore[no-any-return]
+
+
+def branch_store(repo: Repo, branch: str, *, must_exist: bool = True) -> Store:
+    try:
+        store = repo.branch(branch)
+    except ValueError as e:
+        raise HTTPException(400, f"invalid branch name {branch!r}: {e}") from None
+    if must_exist and repo.head_id(branch) is None:
+        raise BranchNotFound(f"no branch {branch!r}")
+    return store
+
+
+def parse_id(repo: Repo, text: str) -> bytes:
+    try:
+        return repo.fmt.parse_id(text)
+    except MalformedObject:
+        raise HTTPException(400, f"{text[:80]!r} is not a {2 * repo.fmt.id_len}-digit hex object id") from None
+
+
+def commit_json(c: Commit) -> dict[str, Any]:
+    return c.as_dict()
+
+
+def value_json(v: bytes | None) -> dict[str, str] | None:
+    """Bytes for JSON: UTF-8 text when it is, base64 otherwise."""
+    if v is None:
+        return None
+    try:
+        return {"encoding": "utf-8", "data": v.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"encoding": "base64", "data": base64.b64encode(v).decode()}
+
+
+def diff_json(changes: list[tuple[tuple[str, ...], str, bytes | None, bytes | None]]) -> list[dict[str, Any]]:
+    return [{"path": "/".join(p), "change": kind, "old": value_json(old), "new": value_json(new)}
+            for p, kind, old, new in changes]
+
+
+def contents_codec(name: str | None) -> Contents[Any] | None:
+    if name is None or name == "bytes":
+        return None
+    try:
+        return resolve(name)
+    except ValueError as e:
+        raise HTTPException(400, str(e)) from None
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, (frozenset, set)):
+        return sorted((jsonable(v) for v in value), key=repr)
+    if isinstance(value, bytes):
+        return value_json(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def write_info(request: Request, author: str | None, message: str | None, default: str) -> Info:
+    author = author or request.headers.get("x-irmin-author")
+    message = message or request.headers.get("x-irmin-message") or default
+    if author is not None:
+        if not author.strip() or len(author) > 1000:
+            raise HTTPException(400, "bad author")
+        return Info(author=author, message=message)
+    return Info(message=message)
