@@ -114,6 +114,13 @@ class Contents(ABC, Generic[V]):
     """A codec between blob bytes and values of type ``V``, with a three-way merge."""
 
     name: str = ""
+    #: Whether two sides making the *same* change merge into that change.
+    #: False (Counter) tells the tree merge not to skip equal sides unasked.
+    idempotent: bool = True
+    #: Opaque values have no structure to merge: a transaction that read such
+    #: a value and wrote it back must not commit over a concurrent change to
+    #: it, even an equal one (that would be a lost update).
+    opaque: bool = False
 
     @abstractmethod
     def encode(self, value: V) -> bytes:
@@ -171,6 +178,7 @@ class Bytes(Contents[bytes]):
     """
 
     name = "bytes"
+    opaque = True
 
     def encode(self, value: bytes | bytearray | memoryview) -> bytes:
         if type(value) is bytes:
@@ -194,6 +202,7 @@ class String(Contents[str]):
     """A UTF-8 string; same merge rule as :class:`Bytes` (a line merge is the caller's job)."""
 
     name = "string"
+    opaque = True
 
     def encode(self, value: str) -> bytes:
         if not isinstance(value, str):
@@ -340,6 +349,7 @@ class Counter(Contents[int]):
     """
 
     name = "counter"
+    idempotent = False
 
     def encode(self, value: int) -> bytes:
         if type(value) is not int:   # bool is an int subclass, and not a count
@@ -558,6 +568,10 @@ class ByPath:
                 if found is not None:
                     return found
         return self.default
+
+    @property
+    def idempotent(self) -> bool:
+        return self.default.idempotent and all(c.idempotent for c in self._rules.values())
 
     @property
     def rules(self) -> dict[str, Contents[Any]]:

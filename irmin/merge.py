@@ -43,7 +43,10 @@ def merge_trees(
     """The three-way merge of two trees; :class:`ConflictError` lists every
     conflict."""
     conflicts: list[Conflict] = []
-    result = _merge(repo, base, ours, theirs, (), contents or contents_chooser(repo), conflicts)
+    # With a codec whose equal changes must still be merged (counters), two
+    # equal sides are not proof that nothing is left to do.
+    exact = getattr(repo.contents, "idempotent", True)
+    result = _merge(repo, base, ours, theirs, (), contents or contents_chooser(repo), conflicts, exact)
     if conflicts:
         raise ConflictError(conflicts)
     return result if result is not None else Tree(repo)
@@ -57,16 +60,19 @@ def _merge(
     prefix: Path,
     contents: ContentsFor,
     conflicts: list[Conflict],
+    exact: bool = True,
 ) -> Tree:
     ha, hb = a.hash(), b.hash()
-    if ha == hb:
+    if ha == hb and exact:
         return a
     if base is not None:
         h0 = base.hash()
-        if ha == h0:
-            return b
         if hb == h0:
             return a
+        if ha == h0:
+            return b
+    elif ha == hb and base is None and exact:
+        return a
     ea_all = a._load()
     eb_all = b._load()
     e0_all = base._load() if base is not None else {}
@@ -76,7 +82,7 @@ def _merge(
         ida = None if ea is None else (_entry_mode(ea), _entry_id(ea))
         idb = None if eb is None else (_entry_mode(eb), _entry_id(eb))
         id0 = None if e0 is None else (_entry_mode(e0), _entry_id(e0))
-        if ida == idb or idb == id0:
+        if idb == id0:
             continue  # result already holds ours
         if ida == id0:
             result = result._with(name, result._load().get(name), eb)
@@ -85,6 +91,8 @@ def _merge(
         ta = ea is not None and _entry_is_tree(ea)
         tb = eb is not None and _entry_is_tree(eb)
         t0 = e0 is not None and _entry_is_tree(e0)
+        if ida == idb and (exact or (ea is not None and not ta and contents(path).idempotent)):
+            continue
         if ta and tb:
             sub = _merge(
                 repo,
@@ -94,6 +102,7 @@ def _merge(
                 path,
                 contents,
                 conflicts,
+                exact,
             )
             merged: Entry | None = None if sub.is_empty() else sub
         elif (ea is None or not ta) and (eb is None or not tb) and (e0 is None or not t0):

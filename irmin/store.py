@@ -128,6 +128,9 @@ class Store:
         writer got in first. Returns the new commit (``None`` when nothing
         changed and ``allow_empty`` is false)."""
         attempt = 0
+        # Objects exported by a failed attempt may be shared by the next one
+        # (trees are marked clean once exported), so they travel along.
+        carry: list[tuple[bytes, bytes]] = []
         while True:
             head_id = self.head_id()
             head = None if head_id is None else self.repo.commit(head_id)
@@ -138,8 +141,11 @@ class Store:
             commit, objects = self.repo.prepare_commit(new_tree, [head] if head else [], info)
             if not allow_empty and head is not None and commit.tree_id == head.tree_id:
                 return None
+            if carry:
+                objects = carry + objects
             if self._move(commit, head_id, objects):
                 return commit
+            carry = objects
             attempt += 1
             if retries is not None and attempt > retries:
                 raise ConflictError([], f"branch {self.branch} kept moving; gave up after {retries} retries")
@@ -271,6 +277,7 @@ class Store:
         if theirs is None:
             raise BranchNotFound(f"nothing to merge from {name}")
         info = _info(None, message or f"merge {name} into {self.branch or 'detached head'}", author)
+        carry: list[tuple[bytes, bytes]] = []
         while True:
             head_id = self.head_id()
             if head_id is None:
@@ -286,8 +293,10 @@ class Store:
                 continue
             tree, _bases = merge_commits(self.repo, ours, theirs, info)
             commit, objects = self.repo.prepare_commit(tree, [ours, theirs], info)
+            objects = carry + objects
             if self._move(commit, head_id, objects):
                 return commit
+            carry = objects
 
     merge_with_branch = merge
 

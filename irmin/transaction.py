@@ -6,7 +6,10 @@ it commits on top of its snapshot; otherwise it three-way merges its tree
 with the new head over the snapshot and commits that, or raises
 :class:`ConflictError` naming each conflicting path and its three versions.
 A ``strict`` transaction also fails when something it *read* changed
-meanwhile (serializable isolation, which Xenstore's EAGAIN needs).
+meanwhile (serializable isolation, which Xenstore's EAGAIN needs). Even
+without ``strict``, a transaction that read an opaque value (bytes, str) and
+wrote that path fails if the value changed meanwhile: two read-modify-write
+transactions writing the same result must not both win (a lost update).
 """
 
 from __future__ import annotations
@@ -36,14 +39,14 @@ class Transaction:
         self.base_tree = self.base.tree if self.base is not None else Tree(self.repo)
         self.tree = self.base_tree
         self.reads: set[Path] = set()
+        self.writes: set[Path] = set()
         self.commit_result: Commit | None = None
         self._done = False
 
     # -- reads (recorded when strict) -------------------------------------------
 
     def _read(self, steps: Path) -> None:
-        if self.strict:
-            self.reads.add(steps)
+        self.reads.add(steps)
 
     def get(self, path: PathLike) -> Any:
         steps = parse(path)
@@ -80,25 +83,30 @@ class Transaction:
 
     def set(self, path: PathLike, value: Any) -> None:
         steps = parse(path)
+        self.writes.add(steps)
         self.tree = self.tree.set(steps, self.store._contents(steps).encode(value))
 
     def remove(self, path: PathLike) -> None:
-        self.tree = self.tree.remove(parse(path))
+        steps = parse(path)
+        self.writes.add(steps)
+        self.tree = self.tree.remove(steps)
 
     def set_tree(self, path: PathLike, tree: Tree) -> None:
         self.tree = self.tree.set_tree(parse(path), tree)
 
     # -- end ----------------------------------------------------------------------
 
-    def _check_reads(self, current: Tree) -> None:
+    def _check_reads(self, current: Tree, paths: set[Path]) -> None:
         from .store import _id_at
 
-        stale = [p for p in sorted(self.reads)
+        stale = [p for p in sorted(paths)
                  if _id_at(self.base_tree, p) != _id_at(current, p)]
         if stale:
-            raise ConflictError(
-                [Conflict(p, None, None, None, "read by the transaction and changed since") for p in stale]
-            )
+            raise ConflictError([
+                Conflict(p, self.base_tree.find(p), self.tree.find(p), current.find(p),
+                         "read by the transaction and changed since")
+                for p in stale
+            ])
 
     def commit(self) -> Commit | None:
         """Commit now; returns the new head commit (``None``: nothing to do)."""
@@ -107,6 +115,7 @@ class Transaction:
         self._done = True
         if self.tree is self.base_tree:
             return None
+        carry: list[tuple[bytes, bytes]] = []  # see Store.update_tree
         while True:
             head_id = self.store.head_id()
             if head_id == self.base_id:
@@ -115,14 +124,21 @@ class Transaction:
                 parent = self.repo.commit(head_id) if head_id is not None else None
                 current = parent.tree if parent is not None else Tree(self.repo)
                 if self.strict:
-                    self._check_reads(current)
+                    self._check_reads(current, self.reads)
+                else:
+                    rmw = {p for p in self.reads & self.writes
+                           if getattr(self.store._contents(p), "opaque", False)}
+                    if rmw:
+                        self._check_reads(current, rmw)
                 tree = merge_trees(self.repo, self.base_tree, self.tree, current)
             commit, objects = self.repo.prepare_commit(tree, [parent] if parent else [], self.info)
             if parent is not None and commit.tree_id == parent.tree_id:
                 return None
+            objects = carry + objects
             if self.store._move(commit, head_id, objects):
                 self.commit_result = commit
                 return commit
+            carry = objects
 
     def abort(self) -> None:
         self._done = True

@@ -116,14 +116,41 @@ class WatchHub:
             branch = name[prefix_len:]
             with self._lock:
                 watches = [w for w in self._watches if w.branch == branch]
+            steps: dict[bytes | None, list[bytes | None]] = {}
             for w in watches:
                 if w.closed or w.last == new:
                     continue
-                try:
-                    self._deliver(w, branch, w.last, new)
-                except Exception:
-                    log.exception("watch callback on %s failed", branch)
+                if w.last not in steps:
+                    steps[w.last] = self._steps(w.last, new)
+                prev = w.last
+                for head in steps[w.last]:
+                    try:
+                        self._deliver(w, branch, prev, head)
+                    except Exception:
+                        log.exception("watch callback on %s failed", branch)
+                    prev = head
                 w.last = new
+
+    def _steps(self, old: bytes | None, new: bytes | None, limit: int = 10_000) -> list[bytes | None]:
+        """The heads between ``old`` and ``new``: when ``new`` descends from
+        ``old`` by first parents (commits made elsewhere and seen together),
+        one step per commit, so every head change is reported; otherwise
+        (a reset, a deletion) the one jump."""
+        if old is None or new is None:
+            return [new]
+        chain: list[bytes | None] = []
+        cur: bytes | None = new
+        try:
+            while cur is not None and cur != old and len(chain) < limit:
+                chain.append(cur)
+                parents = self.repo.commit(cur).parent_ids
+                cur = parents[0] if parents else None
+        except Exception:
+            return [new]
+        if cur != old:
+            return [new]
+        chain.reverse()
+        return chain
 
     def _deliver(self, w: Watch, branch: str, old_id: bytes | None, new_id: bytes | None) -> None:
         repo = self.repo
