@@ -50,8 +50,13 @@ class RefUpdate:
     new: bytes | None
 
 
+_good_names: set[str] = set()
+
+
 def check_ref_name(name: str) -> str:
     """Refuse names git would refuse (``git check-ref-format`` rules)."""
+    if name in _good_names:
+        return name
     bad = (
         not name
         or name.startswith("/")
@@ -68,6 +73,8 @@ def check_ref_name(name: str) -> str:
     )
     if bad:
         raise InvalidRefName(f"invalid ref name: {name!r}")
+    if len(_good_names) < 4096:
+        _good_names.add(name)
     return name
 
 
@@ -154,7 +161,9 @@ class Backend(ABC):
         refs: Iterable[RefUpdate] = (),
     ) -> bool:
         """The atomic batch: store ``objects``, then apply every ref update if
-        all expectations hold (else none, returning ``False``)."""
+        all expectations hold (else none, returning ``False``). After a
+        ``False`` the objects may or may not be stored: a caller that retries
+        passes them again."""
 
     # -- durability and lifetime --------------------------------------------
 
@@ -213,7 +222,8 @@ class Backend(ABC):
         for change in changes:
             if change[1] == change[2]:
                 continue
-            self._seen_refs_update(change)
+            if not self._seen_refs_update(change):
+                continue  # the poller has already reported it
             for listener in listeners:
                 listener(change)
 
@@ -226,20 +236,27 @@ class Backend(ABC):
     def _start_poller(self) -> None:
         self._seen_refs = dict(self.list_refs())
         self._seen_lock = threading.Lock()
+        self._seen_gen = 0  # bumped by every change made through this handle
         self._poller = threading.Thread(
             target=self._poll_loop, name=f"irmin-refs-poller {self.uri}", daemon=True
         )
         self._poller.start()
 
-    def _seen_refs_update(self, change: RefChange) -> None:
+    def _seen_refs_update(self, change: RefChange) -> bool:
+        """Record a change made through this handle; ``False`` when the
+        poller already saw (and reported) the ref at its new value."""
         if self._poller is None:
-            return
+            return True
         with self._seen_lock:
             name, _old, new = change
+            self._seen_gen += 1
+            if self._seen_refs.get(name) == new:
+                return False
             if new is None:
                 self._seen_refs.pop(name, None)
             else:
                 self._seen_refs[name] = new
+            return True
 
     def _poll_loop(self) -> None:
         token = None
@@ -249,10 +266,18 @@ class Backend(ABC):
                 if new_token == token:
                     continue
                 token = new_token
+                with self._seen_lock:
+                    gen = self._seen_gen
                 current = self.list_refs()
             except Exception:  # the store may be closing; try again later
                 continue
             with self._seen_lock:
+                if self._seen_gen != gen:
+                    # A write through this handle landed while we listed:
+                    # ``current`` may predate it; look again next round
+                    # rather than report it backwards.
+                    token = None
+                    continue
                 seen = self._seen_refs
                 changes: list[RefChange] = []
                 for name in seen.keys() | current.keys():
