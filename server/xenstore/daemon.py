@@ -1,0 +1,673 @@
+"""The asyncio Xenstore server: connections, dispatch, the current tree.
+
+One :class:`Server` owns the current root (an immutable :class:`~.nodes.Node`
+tree), the watches, the domains and the :class:`~.storage.Storage` that
+commits the tree to the store branch. Each connection is an
+``asyncio.Protocol`` that parses packets in ``data_received`` and answers
+each with one ``transport.write``. Requests run one at a time on the event
+loop, so every request sees every earlier change.
+
+Durability (``durable=True``): a reply to a request that changed the tree is
+held until the commit holding the change is written; replies queued behind
+it on the same connection wait too, so a connection always sees its replies
+in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+import irmin
+
+from . import control, nodes, paths, wire
+from . import perms as P
+from .domains import Domain, parse_domid
+from .nodes import Caller, Counts, Node
+from .quota import Quota
+from .storage import Storage
+from .transactions import C, S, V, Transaction
+from .watches import Watch
+from .wire import OK, XsError, encode, encode_error, onearg, strings
+
+log = logging.getLogger("irmin.xenstored")
+
+SPECIAL = ("@introduceDomain", "@releaseDomain")
+_encode_event = wire.encode_event
+
+
+class Connection(asyncio.Protocol):
+    """One client: dom0 on the main socket, domain N on ``<domain-dir>/N``."""
+
+    def __init__(self, server: Server, domid: int = 0, privileged: bool = True) -> None:
+        self.server = server
+        self.domid = domid
+        self.privileged = privileged
+        self.home_b = paths.home(domid)
+        self.home = self.home_b.decode()
+        self.paths = server.path_cache(self.home_b)
+        self.parser = wire.Parser()
+        self.transport: asyncio.Transport | None = None
+        self.watches: list[Watch] = []
+        self.txs: dict[int, Transaction] = {}
+        self.next_tx = 1
+        self.held: list[tuple[int, bytes]] = []
+        self.closed = False
+        q = server.quota
+        self.caller = Caller(domid, privileged, None, q.nodes, q.node_size, q.permissions,
+                             server.counts)
+
+    # -- asyncio ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.conns[self] = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.drop(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            packets = self.parser.feed(data)
+        except wire.Oversize:
+            self.abort()
+            return
+        handle = self.server.handle
+        for t, rid, txid, payload in packets:
+            if self.closed:
+                return
+            handle(self, t, rid, txid, payload)
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+            self.server.drop(self)
+
+    # -- output -------------------------------------------------------------------
+
+    def send(self, data: bytes, seq: int = 0) -> None:
+        if self.held or seq > self.server.storage.done:
+            self.held.append((seq, data))
+            self.server.holding[self] = None
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def release(self, done: int) -> None:
+        held = self.held
+        i = 0
+        out = []
+        while i < len(held) and held[i][0] <= done:
+            out.append(held[i][1])
+            i += 1
+        del held[:i]
+        if out and self.transport is not None and not self.closed:
+            self.transport.write(b"".join(out))
+
+
+Handler = Callable[["Server", Connection, "Transaction | None", bytes], bytes]
+
+
+class Server:
+    """The xenstored state and request handlers."""
+
+    def __init__(self, storage: Storage, *, quota: Quota | None = None,
+                 domain_dir: str | None = None) -> None:
+        self.storage = storage
+        self.quota = quota or Quota()
+        self.domain_dir = domain_dir
+        self.counts = Counts()
+        self.root: Node = storage.load()
+        self._recount()
+        self.conns: dict[Connection, None] = {}
+        self.holding: dict[Connection, None] = {}
+        self.domains: dict[int, Domain] = {0: Domain(0)}
+        self.special_perms: dict[str, P.Perms] = {s: P.DEFAULT for s in SPECIAL}
+        self._paths: dict[bytes, dict[bytes, tuple[str, list[str]]]] = {}
+        self._seq = 0
+        self._after: bytes | None = None
+        self.nwatches = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.servers: list[asyncio.AbstractServer] = []
+
+    def _recount(self) -> None:
+        c: dict[int, int] = {}
+
+        def walk(n: Node) -> None:
+            o = n.perms[0][1]
+            c[o] = c.get(o, 0) + 1
+            for ch in n.children.values():
+                walk(ch)
+
+        walk(self.root)
+        self.counts.delta = c
+
+    def path_cache(self, home: bytes) -> dict[bytes, tuple[str, list[str]]]:
+        d = self._paths.get(home)
+        if d is None:
+            d = self._paths[home] = {}
+        return d
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self, socket_path: str) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.storage.start(self.loop, lambda: self.root, self._durable)
+        d = os.path.dirname(socket_path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)
+        srv = await self.loop.create_unix_server(lambda: Connection(self), socket_path, backlog=512)
+        os.chmod(socket_path, 0o600)
+        self.servers.append(srv)
+        if self.domain_dir:
+            os.makedirs(self.domain_dir, exist_ok=True)
+
+    async def stop(self) -> None:
+        for s in self.servers:
+            s.close()
+        for dom in self.domains.values():
+            if dom.server is not None:
+                dom.server.close()  # type: ignore[attr-defined]
+                if dom.socket_path and os.path.exists(dom.socket_path):
+                    os.unlink(dom.socket_path)
+        for c in list(self.conns):
+            c.abort()
+        await self.storage.flush()
+
+    def drop(self, conn: Connection) -> None:
+        """A dead connection: its watches and transactions go."""
+        if conn in self.conns:
+            del self.conns[conn]
+            self.nwatches -= len(conn.watches)
+            conn.watches.clear()
+            conn.txs.clear()
+            self.holding.pop(conn, None)
+            dom = self.domains.get(conn.domid)
+            if dom is not None:
+                dom.conns.discard(conn)
+
+    def _durable(self, done: int) -> None:
+        if self.holding:
+            for c in list(self.holding):
+                c.release(done)
+                if not c.held:
+                    del self.holding[c]
+
+    # -- dispatch -------------------------------------------------------------------
+
+    def handle(self, conn: Connection, t: int, rid: int, txid: int, payload: bytes) -> None:
+        h = HANDLERS.get(t)
+        tx = None
+        try:
+            if txid:
+                tx = conn.txs.get(txid)
+                if tx is None:
+                    raise XsError("ENOENT")
+            if h is None:
+                raise XsError("ENOSYS")
+            self._seq = 0
+            out = h(self, conn, tx, payload)
+        except XsError as e:
+            conn.send(encode_error(rid, txid, e.name))
+            return
+        seq = self._seq
+        if seq and self.storage.durable:
+            conn.send(encode(t, rid, txid, out), seq)
+        else:
+            conn.send(encode(t, rid, txid, out))
+        if self._after is not None:
+            conn.send(self._after)
+            self._after = None
+
+    def path(self, conn: Connection, raw: bytes) -> tuple[str, list[str]]:
+        cache = conn.paths
+        hit = cache.get(raw)
+        if hit is not None:
+            return hit
+        p = paths.canonical(raw, conn.home_b, self.quota.path_max if not conn.privileged else 1 << 30)
+        hit = (p, paths.split(p))
+        if len(cache) > 100_000:
+            cache.clear()
+        cache[raw] = hit
+        return hit
+
+    def changed(self, what: str, events: list[nodes.Event]) -> None:
+        self._seq = self.storage.changed(what)
+        if self.nwatches and events:
+            self.fire(events)
+
+    def fire(self, events: list[nodes.Event]) -> None:
+        for c in self.conns:
+            if not c.watches:
+                continue
+            for path, exact, perms in events:
+                if not c.privileged and not c.caller.access(perms) & P.READ:
+                    continue
+                for w in c.watches:
+                    if w.matches(path, exact):
+                        shown = paths.relative_to(path, c.home) if w.relative else path
+                        ev = _encode_event(shown.encode(), w.token)
+                        if ev is not None:
+                            c.send(ev)
+
+    def fire_special(self, name: str) -> None:
+        perms = self.special_perms[name]
+        for c in self.conns:
+            if not c.watches:
+                continue
+            if not c.privileged and not c.caller.access(perms) & P.READ:
+                continue
+            for w in c.watches:
+                if w.path == name:
+                    ev = _encode_event(name.encode(), w.token)
+                    if ev is not None:
+                        c.send(ev)
+
+    # -- domains --------------------------------------------------------------------
+
+    def open_domain_socket(self, dom: Domain) -> None:
+        """Serve ``<domain_dir>/<domid>``: its clients are domain ``domid``."""
+        if not self.domain_dir or self.loop is None:
+            return
+        path = os.path.join(self.domain_dir, str(dom.domid))
+        if os.path.exists(path):
+            os.unlink(path)
+        dom.socket_path = path
+
+        def factory() -> Connection:
+            c = Connection(self, dom.domid, privileged=False)
+            dom.conns.add(c)
+            return c
+
+        async def open_() -> None:
+            dom.server = await self.loop.create_unix_server(factory, path, backlog=512)  # type: ignore[union-attr]
+            os.chmod(path, 0o600)
+
+        # Created synchronously enough: the socket exists once the loop runs
+        # the task, before the next request of this connection is handled.
+        self._pending_open = self.loop.create_task(open_())
+
+    def close_domain(self, dom: Domain) -> None:
+        if dom.server is not None:
+            dom.server.close()  # type: ignore[attr-defined]
+        if dom.socket_path and os.path.exists(dom.socket_path):
+            os.unlink(dom.socket_path)
+        for c in list(dom.conns):
+            c.abort()
+
+    # -- helpers --------------------------------------------------------------------
+
+    def domain_watches(self, domid: int) -> int:
+        return sum(len(c.watches) for c in self.conns if c.domid == domid)
+
+    def check(self) -> None:
+        self._recount()
+
+    def _caller(self, conn: Connection) -> Caller:
+        c = conn.caller
+        q = self.quota
+        c.max_nodes, c.max_node_size, c.max_perms = q.nodes, q.node_size, q.permissions
+        dom = self.domains.get(conn.domid)
+        c.target = dom.target if dom is not None else None
+        return c
+
+
+# -- request handlers ----------------------------------------------------------------
+
+def _read(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    path, parts = s.path(conn, onearg(payload))
+    if tx is not None:
+        tx.touch(V, parts)
+        root = tx.root
+    else:
+        root = s.root
+    n = root
+    for p in parts:
+        n = n.children.get(p)  # type: ignore[assignment]
+        if n is None:
+            break
+    if n is None or (not conn.privileged and not conn.caller.access(n.perms) & P.READ):
+        nodes.get(root, parts, s._caller(conn), P.READ)
+    return n.value
+
+
+def _directory(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    path, parts = s.path(conn, onearg(payload))
+    if tx is not None:
+        tx.touch(C, parts)
+    n = nodes.get(tx.root if tx else s.root, parts, s._caller(conn), P.READ)
+    if not n.children:
+        return b""
+    return "\0".join(n.children).encode() + b"\0"
+
+
+def _directory_part(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    args = strings(payload)
+    if len(args) != 2:
+        raise XsError("EINVAL")
+    path, parts = s.path(conn, args[0])
+    if tx is not None:
+        tx.touch(C, parts)
+    n = nodes.get(tx.root if tx else s.root, parts, s._caller(conn), P.READ)
+    try:
+        off = int(args[1]) if args[1] else 0
+    except ValueError:
+        off = 0
+    gen = b"%d\0" % max(n.gen, n.cgen)
+    data = b"".join(name.encode() + b"\0" for name in n.children)
+    if off >= len(data):
+        return gen + b"\0"
+    rest = data[off:]
+    maxlen = wire.PAYLOAD_MAX - len(gen) - 1
+    if len(rest) <= maxlen:
+        return gen + rest + b"\0"
+    cut = rest.rfind(b"\0", 0, maxlen) + 1
+    return gen + rest[:cut]
+
+
+def _get_perms(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    arg = onearg(payload)
+    if arg.startswith(b"@"):
+        name = arg.decode("latin-1")
+        if name not in s.special_perms:
+            raise XsError("ENOENT")
+        return P.encode(s.special_perms[name])
+    path, parts = s.path(conn, arg)
+    if tx is not None:
+        tx.touch(V, parts)
+    n = nodes.get(tx.root if tx else s.root, parts, s._caller(conn), P.READ)
+    return P.encode(n.perms)
+
+
+def _write(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    i = payload.find(b"\0")
+    if i < 0:
+        raise XsError("EINVAL")
+    path, parts = s.path(conn, payload[:i])
+    value = payload[i + 1:]
+    who = s._caller(conn)
+    if tx is not None:
+        tx.touch_path(parts)
+        tx.apply(nodes.write, parts, path, value)
+        return OK
+    events: list[nodes.Event] = []
+    s.root = nodes.write(s.root, parts, path, value, who, events)
+    s.changed(f"WRITE {path}", events)
+    return OK
+
+
+def _mkdir(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    path, parts = s.path(conn, onearg(payload))
+    who = s._caller(conn)
+    if tx is not None:
+        tx.touch_path(parts)
+        tx.apply(nodes.mkdir, parts, path)
+        return OK
+    events: list[nodes.Event] = []
+    new = nodes.mkdir(s.root, parts, path, who, events)
+    if new is not s.root:
+        s.root = new
+        s.changed(f"MKDIR {path}", events)
+    return OK
+
+
+def _rm(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    path, parts = s.path(conn, onearg(payload))
+    who = s._caller(conn)
+    if tx is not None:
+        tx.touch_path(parts[:-1])
+        tx.touch(S, parts)
+        tx.apply(nodes.rm, parts, path)
+        return OK
+    events: list[nodes.Event] = []
+    new = nodes.rm(s.root, parts, path, who, events)
+    if new is not s.root:
+        s.root = new
+        s.changed(f"RM {path}", events)
+    return OK
+
+
+def _set_perms(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    args = strings(payload)
+    if len(args) < 2:
+        raise XsError("EINVAL")
+    new_perms = P.parse(args[1:])
+    if args[0].startswith(b"@"):
+        name = args[0].decode("latin-1")
+        if name not in s.special_perms:
+            raise XsError("ENOENT")
+        if not conn.privileged:
+            raise XsError("EACCES")
+        s.special_perms[name] = new_perms
+        return OK
+    path, parts = s.path(conn, args[0])
+    who = s._caller(conn)
+    if tx is not None:
+        tx.touch(V, parts)
+        tx.apply(nodes.set_perms, parts, path, new_perms)
+        return OK
+    events: list[nodes.Event] = []
+    s.root = nodes.set_perms(s.root, parts, path, new_perms, who, events)
+    s.changed(f"SET_PERMS {path}", events)
+    return OK
+
+
+def _watch(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    args = strings(payload)
+    if len(args) != 2:
+        raise XsError("EINVAL")
+    raw, token = args
+    if raw.startswith(b"@"):
+        if len(raw) > paths.PATH_MAX:
+            raise XsError("EINVAL")
+        path, relative = raw.decode("latin-1"), False
+    else:
+        path, _ = s.path(conn, raw)
+        relative = not raw.startswith(b"/")
+    for w in conn.watches:
+        if w.path == path and w.token == token:
+            raise XsError("EEXIST")
+    if not conn.privileged and len(conn.watches) >= s.quota.watches:
+        raise XsError("E2BIG")
+    conn.watches.append(Watch.make(path, token, relative))
+    s.nwatches += 1
+    s._after = _encode_event(raw, token)
+    return OK
+
+
+def _unwatch(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    args = strings(payload)
+    if len(args) != 2:
+        raise XsError("EINVAL")
+    raw, token = args
+    if raw.startswith(b"@"):
+        path = raw.decode("latin-1")
+    else:
+        path, _ = s.path(conn, raw)
+    for i, w in enumerate(conn.watches):
+        if w.path == path and w.token == token:
+            del conn.watches[i]
+            s.nwatches -= 1
+            return OK
+    raise XsError("ENOENT")
+
+
+def _tx_start(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    if tx is not None:
+        raise XsError("EBUSY")
+    if not conn.privileged and len(conn.txs) >= s.quota.transactions:
+        raise XsError("ENOSPC")
+    tid = conn.next_tx
+    while tid == 0 or tid in conn.txs:
+        tid = (tid + 1) & 0xFFFFFFFF
+    conn.next_tx = (tid + 1) & 0xFFFFFFFF
+    conn.txs[tid] = Transaction(tid, s.root, s._caller(conn),
+                                None if conn.privileged else s.quota.transaction_nodes)
+    return b"%d\0" % tid
+
+
+def _tx_end(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    arg = onearg(payload)
+    if tx is None:
+        raise XsError("ENOENT")
+    if arg == b"F":
+        del conn.txs[tx.id]
+        return OK
+    if arg != b"T":
+        raise XsError("EINVAL")
+    del conn.txs[tx.id]
+    root, events = tx.merge(s.root, s.counts, s._caller(conn))
+    if root is not s.root:
+        s.root = root
+        s.changed(f"TRANSACTION dom{conn.domid} ({len(tx.ops)} ops)", events)
+    return OK
+
+
+def _introduce(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    if not conn.privileged:
+        raise XsError("EACCES")
+    args = strings(payload)
+    if len(args) != 3:
+        raise XsError("EINVAL")
+    try:
+        domid = parse_domid(args[0])
+        gfn, port = int(args[1]), int(args[2])
+    except ValueError:
+        raise XsError("EINVAL") from None
+    if domid == 0:
+        raise XsError("EINVAL")
+    dom = s.domains.get(domid)
+    if dom is None:
+        dom = s.domains[domid] = Domain(domid, gfn, port)
+        s.open_domain_socket(dom)
+        s.fire_special("@introduceDomain")
+    return OK
+
+
+def _release(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    if not conn.privileged:
+        raise XsError("EACCES")
+    try:
+        domid = parse_domid(onearg(payload))
+    except ValueError:
+        raise XsError("EINVAL") from None
+    if domid == 0:
+        raise XsError("EINVAL")
+    dom = s.domains.pop(domid, None)
+    if dom is None:
+        raise XsError("ENOENT")
+    s.close_domain(dom)
+    s.fire_special("@releaseDomain")
+    return OK
+
+
+def _get_domain_path(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    try:
+        domid = parse_domid(onearg(payload))
+    except ValueError:
+        raise XsError("EINVAL") from None
+    return paths.home(domid) + b"\0"
+
+
+def _is_introduced(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    try:
+        domid = parse_domid(onearg(payload))
+    except ValueError:
+        raise XsError("EINVAL") from None
+    return b"T\0" if domid in s.domains else b"F\0"
+
+
+def _resume(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    if not conn.privileged:
+        raise XsError("EACCES")
+    try:
+        domid = parse_domid(onearg(payload))
+    except ValueError:
+        raise XsError("EINVAL") from None
+    if domid not in s.domains:
+        raise XsError("ENOENT")
+    return OK
+
+
+def _set_target(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    if not conn.privileged:
+        raise XsError("EACCES")
+    args = strings(payload)
+    if len(args) != 2:
+        raise XsError("EINVAL")
+    try:
+        domid, target = parse_domid(args[0]), parse_domid(args[1])
+    except ValueError:
+        raise XsError("EINVAL") from None
+    dom = s.domains.get(domid)
+    if dom is None or target not in s.domains:
+        raise XsError("ENOENT")
+    dom.target = target
+    return OK
+
+
+def _reset_watches(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    s.nwatches -= len(conn.watches)
+    conn.watches.clear()
+    conn.txs.clear()
+    return OK
+
+
+def _control(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    if not conn.privileged:
+        raise XsError("EACCES")
+    return control.run(s, strings(payload))
+
+
+HANDLERS: dict[int, Handler] = {
+    wire.READ: _read,
+    wire.DIRECTORY: _directory,
+    wire.DIRECTORY_PART: _directory_part,
+    wire.GET_PERMS: _get_perms,
+    wire.WRITE: _write,
+    wire.MKDIR: _mkdir,
+    wire.RM: _rm,
+    wire.SET_PERMS: _set_perms,
+    wire.WATCH: _watch,
+    wire.UNWATCH: _unwatch,
+    wire.TRANSACTION_START: _tx_start,
+    wire.TRANSACTION_END: _tx_end,
+    wire.INTRODUCE: _introduce,
+    wire.RELEASE: _release,
+    wire.GET_DOMAIN_PATH: _get_domain_path,
+    wire.IS_DOMAIN_INTRODUCED: _is_introduced,
+    wire.RESUME: _resume,
+    wire.SET_TARGET: _set_target,
+    wire.RESET_WATCHES: _reset_watches,
+    wire.CONTROL: _control,
+}
+
+
+async def serve(socket_path: str, store: str, branch: str = "xenstore", *, durable: bool | None = None,
+                commit_interval: float | None = None, domain_dir: str | None = None,
+                ready: Callable[[Server], None] | None = None) -> None:
+    """Run a xenstored until SIGTERM/SIGINT."""
+    repo = irmin.open(store)
+    if durable is None:
+        durable = not store.startswith("memory:")
+    if commit_interval is None:
+        commit_interval = 0.0 if durable else 0.02
+    storage = Storage(repo, branch, durable=durable, interval=commit_interval)
+    server = Server(storage, domain_dir=domain_dir if domain_dir is not None else socket_path + ".d")
+    await server.start(socket_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready(server)
+    await stop.wait()
+    await server.stop()
+    repo.close()

@@ -1,0 +1,111 @@
+"""Transactions: a snapshot of the immutable tree, merged at the end.
+
+START takes the current root (O(1)). Requests inside read and write the
+transaction's own root and record what they touched: ``V`` (a node's value
+and perms, or its absence), ``C`` (a node's set of children) or ``S`` (a
+whole subtree, for RM). Writes are also recorded as operations to replay.
+
+END ``T``:
+
+* nothing committed meanwhile (the current root is the snapshot): the
+  transaction's root becomes current;
+* otherwise, if every touched node is unchanged between the snapshot and the
+  current root (same stamps), the recorded operations are replayed on the
+  current root: the result is the serial execution "everything else, then
+  this transaction", which is what its client saw. Any difference, or a
+  replayed operation that now fails: EAGAIN.
+
+Creating a child does not touch the parent's child set, so transactions
+writing disjoint subtrees under a common parent (every domain's
+``/local/domain/N``) never conflict; a conflict is real: a node the
+transaction read or wrote was changed meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import nodes
+from .nodes import Caller, Counts, Event, Node
+from .wire import XsError
+
+V = 0
+C = 1
+S = 2
+
+
+class Transaction:
+    __slots__ = ("id", "snapshot", "root", "caller", "ops", "touched", "events", "max_touched")
+
+    def __init__(self, id_: int, root: Node, caller: Caller, max_touched: int | None) -> None:
+        self.id = id_
+        self.snapshot = root
+        self.root = root
+        self.caller = Caller(caller.domid, caller.privileged, caller.target, caller.max_nodes,
+                             caller.max_node_size, caller.max_perms, Counts(caller.counts))
+        self.ops: list[tuple[Callable[..., Node], tuple[Any, ...]]] = []
+        self.touched: set[tuple[int, tuple[str, ...]]] = set()
+        self.events: list[Event] = []
+        self.max_touched = max_touched
+
+    def touch(self, kind: int, parts: list[str]) -> None:
+        self.touched.add((kind, tuple(parts)))
+        if self.max_touched is not None and len(self.touched) > self.max_touched:
+            raise XsError("ENOSPC")
+
+    def touch_path(self, parts: list[str]) -> None:
+        """A write: the node and every ancestor (perms inherited, parents
+        created) are read as ``V``."""
+        for i in range(len(parts) + 1):
+            self.touch(V, parts[:i])
+
+    def apply(self, fn: Callable[..., Node], *args: Any) -> None:
+        self.root = fn(self.root, *args, self.caller, self.events)
+        self.ops.append((fn, args))
+
+    def conflicts(self, current: Node) -> bool:
+        snap = self.snapshot
+        lookup = nodes.lookup
+        for kind, parts in self.touched:
+            p = list(parts)
+            a = lookup(snap, p)
+            b = lookup(current, p)
+            if a is None or b is None:
+                if a is not b:
+                    return True
+                continue
+            if kind == V:
+                if a.gen != b.gen:
+                    return True
+            elif kind == C:
+                if a.cgen != b.cgen or a.gen != b.gen:
+                    return True
+            elif a is not b:
+                return True
+        return False
+
+    def merge(self, current: Node, global_counts: Counts, caller: Caller) -> tuple[Node, list[Event]]:
+        """The new current root; XsError("EAGAIN") on a real conflict.
+        Counts are folded into ``global_counts`` only on success."""
+        if current is self.snapshot:
+            self.caller.counts.commit()
+            return self.root, self.events
+        if not self.ops:
+            if self.conflicts(current):
+                raise XsError("EAGAIN")
+            return current, []
+        if self.conflicts(current):
+            raise XsError("EAGAIN")
+        layer = Counts(global_counts)
+        who = Caller(caller.domid, caller.privileged, caller.target, caller.max_nodes,
+                     caller.max_node_size, caller.max_perms, layer)
+        events: list[Event] = []
+        root = current
+        try:
+            for fn, args in self.ops:
+                root = fn(root, *args, who, events)
+        except XsError:
+            raise XsError("EAGAIN") from None
+        layer.commit()
+        return root, events
