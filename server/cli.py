@@ -51,3 +51,7 @@ main.add_command(cli_maint.gc)
 main.add_command(cli_maint.copy)
 main.add_command(cli_maint.snapshot)
 main.add_command(cli_serve.serve)
+
+from .cli_xenstored import xenstored  # noqa: E402  (xenstored: its own module)
+
+main.add_command(xenstored)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 
 import click
@@ -12,8 +13,9 @@ import click
 @click.command("xenstored")
 @click.option("--socket", "socket_path", default="/var/run/xenstored/socket", show_default=True,
               help="Unix socket to listen on (mode 0600).")
-@click.option("--store", default="lmdb:.irmin", show_default=True, envvar="IRMIN_STORE",
-              help="Store URI (memory:, lmdb:PATH, git:PATH, block:PATH).")
+@click.option("--store", default=None, metavar="URI",
+              help="Store URI (memory:, lmdb:PATH, git:PATH, block:PATH); default: the "
+                   "global --store (IRMIN_STORE, else lmdb:.irmin).")
 @click.option("--branch", default="xenstore", show_default=True, help="Branch holding the tree.")
 @click.option("--durable/--no-durable", default=None,
               help="Reply to a change only once its commit is written "
@@ -24,10 +26,15 @@ import click
               help="Directory of per-domain sockets: connecting to DIR/N makes you domain N once "
                    "introduced (default: SOCKET.d).")
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
-def xenstored(socket_path: str, store: str, branch: str, durable: bool | None,
+@click.pass_context
+def xenstored(ctx: click.Context, socket_path: str, store: str | None, branch: str, durable: bool | None,
               commit_interval: float | None, domain_dir: str | None, verbose: bool) -> None:
     """Serve the Xenstore wire protocol, the tree kept as a store branch."""
     from irmin.server.xenstore.daemon import serve
+
+    if store is None:
+        env = ctx.obj
+        store = getattr(env, "uri", None) or os.environ.get("IRMIN_STORE") or "lmdb:.irmin"
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="xenstored: %(message)s")
