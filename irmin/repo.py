@@ -41,18 +41,17 @@ class _NodeCache:
         self.size = 0
         self._d: OrderedDict[bytes, Tree] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def get(self, oid: bytes) -> Tree | None:
-        with self._lock:
-            v = self._d.get(oid)
-            if v is not None:
+        # Lock-free on the read path: OrderedDict's C methods are atomic under
+        # the GIL; a concurrent eviction only makes move_to_end miss.
+        v = self._d.get(oid)
+        if v is not None:
+            try:
                 self._d.move_to_end(oid)
-                self.hits += 1
-            else:
-                self.misses += 1
-            return v
+            except KeyError:
+                pass
+        return v
 
     def put(self, oid: bytes, tree: Tree) -> None:
         with self._lock:
@@ -70,6 +69,33 @@ class _NodeCache:
             self.size = 0
 
 
+class _BlobCache:
+    """Small-blob LRU by total bytes: warm point reads then cost a dict hit
+    instead of a backend read and a header parse."""
+
+    def __init__(self, max_bytes: int, max_blob: int = 4096) -> None:
+        self.max_bytes = max_bytes
+        self.max_blob = max_blob
+        self.size = 0
+        self._d: OrderedDict[bytes, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, oid: bytes) -> bytes | None:
+        return self._d.get(oid)
+
+    def put(self, oid: bytes, data: bytes) -> None:
+        if len(data) > self.max_blob or self.max_bytes <= 0:
+            return
+        with self._lock:
+            if oid in self._d:
+                return
+            self._d[oid] = data
+            self.size += len(data) + 80
+            while self.size > self.max_bytes and self._d:
+                _, old = self._d.popitem(last=False)
+                self.size -= len(old) + 80
+
+
 class Repo:
     """A store: objects and branches over one backend.
 
@@ -84,11 +110,13 @@ class Repo:
         contents: Contents = BYTES,
         fmt: ObjectFormat = SHA1,
         cache_entries: int = 500_000,
+        blob_cache_bytes: int = 32 << 20,
     ) -> None:
         self.backend = backend
         self.fmt = fmt
         self.contents = contents
         self._nodes = _NodeCache(cache_entries)
+        self._blobs = _BlobCache(blob_cache_bytes)
         self._commits: OrderedDict[bytes, Commit] = OrderedDict()
         self._commits_lock = threading.Lock()
         self._hub: WatchHub | None = None
@@ -134,9 +162,13 @@ class Repo:
         return self.fmt.split(self.read_raw(oid))
 
     def _read_blob(self, oid: bytes) -> bytes:
+        body = self._blobs.get(oid)
+        if body is not None:
+            return body
         kind, body = self.read_object(oid)
         if kind != b"blob":
             raise MalformedObject(f"{oid.hex()} is a {kind.decode()}, not a blob")
+        self._blobs.put(oid, body)
         return body
 
     def _read_tree_node(self, oid: bytes) -> tuple[dict[str, Entry], list[str]]:
@@ -164,8 +196,7 @@ class Repo:
         """The commit with this id (read once, then cached)."""
         if isinstance(oid, str):
             oid = self.fmt.parse_id(oid)
-        with self._commits_lock:
-            c = self._commits.get(oid)
+        c = self._commits.get(oid)
         if c is not None:
             return c
         kind, body = self.read_object(oid)

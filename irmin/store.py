@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .commit import Commit, Info
-from .contents import Contents
+from .contents import BYTES, Contents
 from .errors import BranchNotFound, ConflictError, NotFoundError, TestAndSetFailed
 from .history import is_ancestor, lcas, walk
 from .merge import merge_commits
@@ -38,6 +38,8 @@ class Store:
         self.repo = repo
         self.branch = branch
         self._detached = commit
+        self._ref = repo.ref_name(branch) if branch is not None else None
+        self._get_ref = repo.backend.get_ref
 
     def __repr__(self) -> str:
         where = self.branch if self.branch is not None else f"detached {self._detached}"
@@ -53,9 +55,9 @@ class Store:
         return self.repo.head(self.branch)
 
     def head_id(self) -> bytes | None:
-        if self.branch is None:
+        if self._ref is None:
             return None if self._detached is None else self._detached.oid
-        return self.repo.head_id(self.branch)
+        return self._get_ref(self._ref)
 
     def tree(self) -> Tree:
         """The tree at the head (empty when there is no head)."""
@@ -86,7 +88,11 @@ class Store:
         """The value at ``path`` (decoded by the contents codec);
         :class:`NotFoundError` if there is none."""
         steps = parse(path)
-        return self._contents(steps).decode(self.tree().get(steps))
+        raw = self.tree()._get_steps(steps)
+        c = self.repo.contents
+        if c is BYTES:
+            return raw
+        return self._contents(steps).decode(raw)
 
     def find(self, path: PathLike, default: Any = None) -> Any:
         steps = parse(path)

@@ -188,8 +188,12 @@ class Tree:
 
     def get(self, path: PathLike) -> bytes:
         """The contents at ``path``; :class:`NotFoundError` if there are none."""
-        steps = parse(path)
+        return self._get_steps(parse(path))
+
+    def _get_steps(self, steps: Path) -> bytes:
         e = self._walk(steps)
+        if type(e) is tuple and e[0] is not MODE_TREE:
+            return self._repo._read_blob(e[1])
         if e is None or _entry_is_tree(e):
             raise NotFoundError(f"no contents at {show(steps) or '/'}")
         return self._blob(e)  # type: ignore[arg-type]

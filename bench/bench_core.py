@@ -1,0 +1,414 @@
+"""Core store benchmarks, side by side with dulwich, pygit2 and raw LMDB.
+
+Every implementation does the same work and must reach the same head commit
+id (same author, date and message), which proves they wrote the same objects.
+
+    python bench/bench_core.py            # full run (10,000 commits), writes docs/benchmarks.md
+    python bench/bench_core.py --quick    # 1,000 commits, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lmdb
+
+import irmin
+from irmin.commit import Info
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report import write_section  # noqa: E402
+
+AUTHOR = "bench <bench@example.org>"
+MESSAGE = "set\n"
+INFO = Info(AUTHOR, MESSAGE, 0)
+
+
+def flat_key(i: int) -> str:
+    return f"k{i % 1000:04d}"
+
+
+def deep_key(i: int) -> str:
+    i %= 100_000
+    return f"d{i // 10000}/e{(i // 100) % 100:02d}/k{i % 100:02d}"
+
+
+# -- irmin -----------------------------------------------------------------------
+
+
+def irmin_commits(uri: str, keys: list[str], initial: list[str]) -> tuple[float, str]:
+    with irmin.open(uri) as repo:
+        main = repo.branch("main")
+        t = repo.empty_tree()
+        for k in initial:
+            t = t.set(k, b"init")
+        main.update_tree(lambda _t: t, INFO)
+        t0 = time.perf_counter()
+        for i, k in enumerate(keys):
+            main.set(k, b"value %d" % i, info=INFO)
+        dt = time.perf_counter() - t0
+        return dt, main.head.id
+
+
+# -- dulwich ----------------------------------------------------------------------
+
+
+def dulwich_commits(keys: list[str], initial: list[str]) -> tuple[float, str]:
+    from dulwich.object_store import MemoryObjectStore
+    from dulwich.objects import Blob, Commit, Tree
+
+    store = MemoryObjectStore()
+
+    def commit(tree_id: bytes, parents: list[bytes]) -> bytes:
+        c = Commit()
+        c.tree = tree_id
+        c.parents = parents
+        c.author = c.committer = AUTHOR.encode()
+        c.author_time = c.commit_time = 0
+        c.author_timezone = c.commit_timezone = 0
+        c.message = MESSAGE.encode()
+        store.add_object(c)
+        return c.id
+
+    def set_path(tree_id: bytes | None, steps: list[str], blob_id: bytes) -> bytes:
+        tree = store[tree_id] if tree_id is not None else Tree()
+        tree = Tree.from_string(tree.as_raw_string()) if tree_id is not None else tree
+        name = steps[0].encode()
+        if len(steps) == 1:
+            tree[name] = (0o100644, blob_id)
+        else:
+            sub = tree[name][1] if name in tree else None
+            tree[name] = (0o040000, set_path(sub, steps[1:], blob_id))
+        store.add_object(tree)
+        return tree.id
+
+    def set_many(tree_id: bytes | None, items: list[tuple[str, bytes]]) -> bytes:
+        for k, blob_id in items:
+            tree_id = set_path(tree_id, k.split("/"), blob_id)
+        return tree_id  # type: ignore[return-value]
+
+    init_blob = Blob.from_string(b"init")
+    store.add_object(init_blob)
+    # Build the initial tree level by level (not timed).
+    nested: dict = {}
+    for k in initial:
+        node = nested
+        parts = k.split("/")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = init_blob.id
+
+    def build(node: dict) -> bytes:
+        t = Tree()
+        for name, v in node.items():
+            if isinstance(v, dict):
+                t[name.encode()] = (0o040000, build(v))
+            else:
+                t[name.encode()] = (0o100644, v)
+        store.add_object(t)
+        return t.id
+
+    root = build(nested)
+    head = commit(root, [])
+    t0 = time.perf_counter()
+    for i, k in enumerate(keys):
+        b = Blob.from_string(b"value %d" % i)
+        store.add_object(b)
+        root = set_path(root, k.split("/"), b.id)
+        head = commit(root, [head])
+    dt = time.perf_counter() - t0
+    return dt, head.decode()
+
+
+# -- pygit2 -----------------------------------------------------------------------
+
+
+def pygit2_commits(keys: list[str], initial: list[str], on_disk: str | None) -> tuple[float, str]:
+    import pygit2
+
+    if on_disk:
+        repo = pygit2.init_repository(on_disk, bare=True)
+    else:
+        class DictBackend(pygit2.OdbBackend):
+            def __init__(self) -> None:
+                super().__init__()
+                self.d: dict = {}
+
+            def read_cb(self, oid):  # type: ignore[no-untyped-def]
+                return self.d[oid]
+
+            def read_prefix_cb(self, oid):  # type: ignore[no-untyped-def]
+                raise KeyError(oid)
+
+            def read_header_cb(self, oid):  # type: ignore[no-untyped-def]
+                t, data = self.d[oid]
+                return t, len(data)
+
+            def exists_cb(self, oid):  # type: ignore[no-untyped-def]
+                return oid in self.d
+
+            def exists_prefix_cb(self, oid):  # type: ignore[no-untyped-def]
+                raise KeyError(oid)
+
+            def refresh_cb(self):  # type: ignore[no-untyped-def]
+                pass
+
+            def write_cb(self, oid, data, type):  # type: ignore[no-untyped-def]
+                self.d[oid] = (type, data)
+
+            def __iter__(self):  # type: ignore[no-untyped-def]
+                return iter(self.d)
+
+        odb = pygit2.Odb()
+        odb.add_backend(DictBackend(), 1)
+        repo = pygit2.Repository()
+        repo.set_odb(odb)
+        repo.set_refdb(pygit2.Refdb.new(repo))
+    name, email = "bench", "bench@example.org"
+    sig = pygit2.Signature(name, email, 0, 0)
+    blob_mode, tree_mode = pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_TREE
+
+    def set_path(tree_id, steps: list[str], blob_id):  # type: ignore[no-untyped-def]
+        tb = repo.TreeBuilder(repo[tree_id]) if tree_id is not None else repo.TreeBuilder()
+        if len(steps) == 1:
+            tb.insert(steps[0], blob_id, blob_mode)
+        else:
+            entry = tb.get(steps[0])
+            sub = entry.id if entry is not None else None
+            tb.insert(steps[0], set_path(sub, steps[1:], blob_id), tree_mode)
+        return tb.write()
+
+    init_blob = repo.create_blob(b"init")
+    nested: dict = {}
+    for k in initial:
+        node = nested
+        parts = k.split("/")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = init_blob
+
+    def build(node: dict):  # type: ignore[no-untyped-def]
+        tb = repo.TreeBuilder()
+        for n, v in node.items():
+            if isinstance(v, dict):
+                tb.insert(n, build(v), tree_mode)
+            else:
+                tb.insert(n, v, blob_mode)
+        return tb.write()
+
+    root = build(nested)
+    head = repo.create_commit(None, sig, sig, MESSAGE, root, [])
+    t0 = time.perf_counter()
+    for i, k in enumerate(keys):
+        b = repo.create_blob(b"value %d" % i)
+        root = set_path(root, k.split("/"), b)
+        head = repo.create_commit(None, sig, sig, MESSAGE, root, [head])
+    dt = time.perf_counter() - t0
+    return dt, str(head)
+
+
+# -- reads and durability ---------------------------------------------------------------
+
+
+def point_reads(tmp: Path, n_reads: int) -> dict[str, float]:
+    uri = f"lmdb:{tmp / 'reads'}?sync=false"
+    keys = [deep_key(i) for i in range(100_000)]
+    with irmin.open(uri) as repo:
+        t = repo.empty_tree()
+        for i, k in enumerate(keys):
+            t = t.set(k, b"value %d" % i)
+        repo.branch().update_tree(lambda _t: t, INFO)
+    rng = random.Random(1)
+    sample = [keys[rng.randrange(len(keys))] for _ in range(n_reads)]
+    out: dict[str, float] = {}
+    with irmin.open(uri) as repo:
+        main = repo.branch()
+        for k in sample:  # warm
+            main.get(k)
+        t0 = time.perf_counter()
+        for k in sample:
+            main.get(k)
+        out["irmin Store.get"] = (time.perf_counter() - t0) / n_reads * 1e6
+        tree = main.tree()
+        t0 = time.perf_counter()
+        for k in sample:
+            tree.get(k)
+        out["irmin Tree.get (pinned version)"] = (time.perf_counter() - t0) / n_reads * 1e6
+    env = lmdb.open(str(tmp / "raw"), map_size=1 << 30, sync=False)
+    raw_keys = [k.encode() for k in keys]
+    with env.begin(write=True) as txn:
+        for i, k in enumerate(raw_keys):
+            txn.put(k, b"value %d" % i)
+    raw_sample = [k.encode() for k in sample]
+    t0 = time.perf_counter()
+    for k in raw_sample:
+        with env.begin() as txn:
+            txn.get(k)
+    out["raw LMDB get (txn per get)"] = (time.perf_counter() - t0) / n_reads * 1e6
+    env.close()
+    return out
+
+
+def durable_commits(tmp: Path, n: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    with irmin.open(f"lmdb:{tmp / 'durable'}") as repo:  # sync=true is the default
+        main = repo.branch()
+        main.set("warm", b"x", info=INFO)
+        t0 = time.perf_counter()
+        for i in range(n):
+            main.set(deep_key(i * 7919), b"value %d" % i, info=INFO)
+        out["irmin durable commit"] = (time.perf_counter() - t0) / n * 1e6
+    env = lmdb.open(str(tmp / "rawdurable"), map_size=1 << 30, sync=True)
+    t0 = time.perf_counter()
+    for i in range(n):
+        with env.begin(write=True) as txn:
+            txn.put(deep_key(i * 7919).encode(), b"value %d" % i)
+    out["raw LMDB put + sync"] = (time.perf_counter() - t0) / n * 1e6
+    env.close()
+    return out
+
+
+_MEM_BUILD = textwrap.dedent("""
+    import sys, irmin
+    from irmin.commit import Info
+    uri, n = sys.argv[1], int(sys.argv[2])
+    def key(i): return f"d{i // 10000:03d}/e{(i // 100) % 100:02d}/k{i % 100:02d}"
+    with irmin.open(uri) as repo:
+        main = repo.branch()
+        step = 50_000
+        for start in range(0, n, step):
+            with main.transaction("load") as tx:
+                t = tx.tree
+                for i in range(start, min(n, start + step)):
+                    t = t.set(key(i), b"value %d" % i)
+                tx.tree = t
+""")
+
+_MEM_READ = textwrap.dedent("""
+    import sys, random, irmin
+    uri, n = sys.argv[1], int(sys.argv[2])
+    def key(i): return f"d{i // 10000:03d}/e{(i // 100) % 100:02d}/k{i % 100:02d}"
+    def hwm():  # peak RSS of this process image, in KiB (ru_maxrss survives exec)
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    base = hwm()
+    rng = random.Random(7)
+    with irmin.open(uri) as repo:
+        main = repo.branch()
+        for _ in range(n // 100):
+            i = rng.randrange(n)
+            assert main.get(key(i)) == b"value %d" % i
+    print(base, hwm())
+""")
+
+
+def memory_of_sparse_reads(tmp: Path, n: int) -> tuple[float, float]:
+    uri = f"lmdb:{tmp / 'million'}?sync=false"
+    subprocess.run([sys.executable, "-c", _MEM_BUILD, uri, str(n)], check=True)
+    out = subprocess.run([sys.executable, "-c", _MEM_READ, uri, str(n)], check=True,
+                         capture_output=True, text=True).stdout.split()
+    base_kib, peak_kib = int(out[0]), int(out[1])
+    return base_kib / 1024, peak_kib / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1,000 commits; do not write docs")
+    ap.add_argument("--commits", type=int, default=None)
+    ap.add_argument("--no-docs", action="store_true")
+    args = ap.parse_args()
+    n = args.commits or (1000 if args.quick else 10_000)
+    rng = random.Random(42)
+    tmp = Path(tempfile.mkdtemp(prefix="irmin-bench-"))
+    lines: list[str] = []
+
+    def say(s: str = "") -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    try:
+        say(f"Machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; {n:,} commits per run.")
+        say()
+        for label, keyf, size in (("flat: 1,000 keys in one directory", flat_key, 1000),
+                                  ("deep: 100,000 keys, directories of <= 100 entries", deep_key, 100_000)):
+            initial = [keyf(i) for i in range(size)]
+            keys = [keyf(rng.randrange(size)) for _ in range(n)]
+            runs: list[tuple[str, Callable[[], tuple[float, str]]]] = [
+                ("irmin memory:", lambda: irmin_commits("memory:", keys, initial)),
+                ("irmin lmdb: (sync=false)", lambda: irmin_commits(
+                    f"lmdb:{tmp / ('l' + str(time.time_ns()))}?sync=false", keys, initial)),
+                ("dulwich MemoryObjectStore", lambda: dulwich_commits(keys, initial)),
+                ("pygit2, Python dict odb backend", lambda: pygit2_commits(keys, initial, None)),
+                ("pygit2, on-disk odb", lambda: pygit2_commits(
+                    keys, initial, str(tmp / ("pg" + str(time.time_ns()))))),
+            ]
+            results: dict[str, float] = {}
+            heads = set()
+            say(f"### Commits, {label}")
+            say()
+            say("| implementation | ms / commit |")
+            say("|---|---|")
+            for name, fn in runs:
+                dt, head = fn()
+                heads.add(head)
+                results[name] = dt / n * 1e3
+                say(f"| {name} | {results[name]:.3f} |")
+            say()
+            if len(heads) != 1:
+                raise SystemExit(f"implementations disagree on the head id: {heads}")
+            best = min(results["irmin memory:"], results["irmin lmdb: (sync=false)"])
+            worst = max(results["irmin memory:"], results["irmin lmdb: (sync=false)"])
+            say(f"All implementations reached the same head commit {heads.pop()[:12]}.")
+            say(f"Ratios (irmin slower backend): dulwich / irmin = "
+                f"{results['dulwich MemoryObjectStore'] / worst:.1f}x (goal >= 10x); "
+                f"pygit2 dict odb / irmin = {results['pygit2, Python dict odb backend'] / worst:.1f}x (goal >= 3x); "
+                f"pygit2 on disk / irmin = {results['pygit2, on-disk odb'] / worst:.1f}x. "
+                f"(Faster irmin backend: {best:.3f} ms.)")
+            say()
+        reads = point_reads(tmp, 100_000)
+        say("### Point reads, 100,000 random keys of a committed 100,000-key tree on LMDB (warm)")
+        say()
+        say("| reader | µs / read |")
+        say("|---|---|")
+        for k, v in reads.items():
+            say(f"| {k} | {v:.2f} |")
+        say()
+        say(f"Goal <= 10 µs per read: Store.get {reads['irmin Store.get']:.2f} µs "
+            f"({reads['irmin Store.get'] / reads['raw LMDB get (txn per get)']:.1f}x a raw LMDB get).")
+        say()
+        dur = durable_commits(tmp, 300 if args.quick else 1000)
+        say("### Durable commits on LMDB (fsync each)")
+        say()
+        say("| writer | µs / commit |")
+        say("|---|---|")
+        for k, v in dur.items():
+            say(f"| {k} | {v:.0f} |")
+        say()
+        say(f"Ratio irmin / raw = {dur['irmin durable commit'] / dur['raw LMDB put + sync']:.2f}x (goal <= 1.5x).")
+        say()
+        size = 100_000 if args.quick else 1_000_000
+        base, peak = memory_of_sparse_reads(tmp, size)
+        say(f"### Peak memory reading 1% of the keys of a {size:,}-key tree on LMDB")
+        say()
+        say(f"Peak RSS {peak:.0f} MiB (of which {base:.0f} MiB is the interpreter and imports "
+            f"before the store is opened); goal <= 150 MiB.")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not (args.quick or args.no_docs):
+        write_section("core", "Core store (issue 2)", "python bench/bench_core.py", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
