@@ -11,7 +11,10 @@ Also runnable without the root group: ``python -m irmin.server.cli_serve``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -42,8 +45,32 @@ def run(uri: str, host: str, port: int, config: ServerConfig, *, contents: Any =
     kwargs = {"contents": contents} if contents is not None else {}
     repo = irmin.Repo.open(uri, **kwargs)
     app = create_app(repo, config, close_repo=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True,
-                timeout_graceful_shutdown=10, proxy_headers=False)
+    config_ = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=True,
+                             timeout_graceful_shutdown=10, proxy_headers=False)
+    _Server(config_).run()
+
+
+class _Server:
+    """uvicorn's server, exiting with status 0 after a graceful SIGTERM/SIGINT
+    shutdown (uvicorn re-raises the signal, so the process would die of it)."""
+
+    def __init__(self, config: Any) -> None:
+        import uvicorn
+
+        class Quiet(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                old = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+                try:
+                    yield
+                finally:
+                    for s, h in old.items():
+                        signal.signal(s, h)
+
+        self.server = Quiet(config)
+
+    def run(self) -> None:
+        self.server.run()
 
 
 @click.command()
