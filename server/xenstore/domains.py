@@ -6,6 +6,7 @@ a Unix socket ``<domain-dir>/<N>`` on which every connection *is* domain N
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -20,11 +21,15 @@ class Domain:
     conns: set = field(default_factory=set)  # type: ignore[type-arg]
 
 
+_ATOI = re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+
+
+def atoi(arg: bytes) -> int:
+    """C ``atoi``: the leading decimal number, 0 when there is none."""
+    m = _ATOI.match(arg)
+    return int(m.group(1)) if m else 0
+
+
 def parse_domid(arg: bytes) -> int:
-    """A domid as the C daemon reads it (decimal, < 65536); ValueError else."""
-    if not arg.isdigit():
-        raise ValueError(arg)
-    d = int(arg)
-    if d >= 0x10000:
-        raise ValueError(arg)
-    return d
+    """A domid as the C daemon reads it (``atoi``, as an unsigned int)."""
+    return atoi(arg) & 0xFFFFFFFF

@@ -27,7 +27,7 @@ def home(domid: int) -> bytes:
 def canonical(path: bytes, home_: bytes, path_max: int = PATH_MAX) -> str:
     """The absolute path (as str) for a request path; EINVAL if invalid."""
     if not path.startswith(b"/"):
-        if not path:
+        if not path or path.startswith(b"@"):
             raise XsError("EINVAL")
         path = home_ + b"/" + path
     if not valid(path, path_max):
