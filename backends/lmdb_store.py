@@ -121,10 +121,11 @@ class _Env:
     def _open_dbs_readonly(self) -> None:
         env = self.env
         try:
-            with env.begin() as txn:
-                self.objects = env.open_db(b"objects", txn=txn, create=False)
-                self.refs = env.open_db(b"refs", txn=txn, create=False)
-                self.meta = env.open_db(b"meta", txn=txn, create=False)
+            # Without txn=: py-lmdb then commits the read txn, which keeps
+            # the handles valid (ending it with abort would discard them).
+            self.objects = env.open_db(b"objects", create=False)
+            self.refs = env.open_db(b"refs", create=False)
+            self.meta = env.open_db(b"meta", create=False)
         except lmdb.NotFoundError as e:
             raise NotFormatted(f"{self.path} is not an irmin LMDB store") from e
         except lmdb.Error as e:
