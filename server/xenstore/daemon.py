@@ -416,7 +416,6 @@ def _rm(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> 
     path, parts = s.path(conn, onearg(payload))
     who = s._caller(conn)
     if tx is not None:
-        tx.touch_path(parts[:-1])
         tx.touch(S, parts)
         tx.apply(nodes.rm, parts, path)
         return OK

@@ -55,10 +55,10 @@ class Transaction:
             raise XsError("ENOSPC")
 
     def touch_path(self, parts: list[str]) -> None:
-        """A write: the node and every ancestor (perms inherited, parents
-        created) are read as ``V``."""
-        for i in range(len(parts) + 1):
-            self.touch(V, parts[:i])
+        """A write touches the node itself (``V``). Its ancestors are not
+        touched: parents created meanwhile, or perms changed, show up at
+        replay, which fails (EAGAIN) only if the outcome would differ."""
+        self.touch(V, parts)
 
     def apply(self, fn: Callable[..., Node], *args: Any) -> None:
         self.root = fn(self.root, *args, self.caller, self.events)
