@@ -131,6 +131,8 @@ class GitBackend(Backend):
         return os.path.join(self._objdir, hexid[:2], hexid[2:])
 
     def get(self, oid: bytes) -> bytes | None:
+        if self._closed:
+            self._check_open()
         hexid = oid.hex()
         try:
             with open(self._loose_path(hexid), "rb") as f:
@@ -152,10 +154,10 @@ class GitBackend(Backend):
         return _TYPE_NAMES[type_num] + b" %d\0" % len(body) + body
 
     def has(self, oid: bytes) -> bool:
+        self._check_open()
         hexid = oid.hex()
         if os.path.exists(self._loose_path(hexid)):
             return True
-        self._check_open()
         with self._store_lock:
             return bool(self._store.contains_packed(hexid.encode()))
 

@@ -228,6 +228,11 @@ def test_closed_store_refuses_writes(uri: str) -> None:
         b.cas_ref(MAIN, None, A[0])
     with pytest.raises(StoreClosed):
         b.apply([B], [])
+    if b.persistent:  # reads too (memory's plain dict reads skip the check)
+        for read in (lambda: b.get(A[0]), lambda: b.has(A[0]), lambda: b.get_ref(MAIN),
+                     lambda: b.list_refs(), lambda: list(b.iter_ids())):
+            with pytest.raises(StoreClosed):
+                read()
 
 
 def test_reopen_persistence(uri: str) -> None:
