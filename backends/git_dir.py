@@ -403,6 +403,11 @@ def _find_gitdir(path: str) -> str | None:
     dotgit = os.path.join(path, ".git")
     if os.path.isdir(dotgit):
         return dotgit
+    if os.path.isfile(dotgit):  # linked work trees and submodules: "gitdir: <path>"
+        with open(dotgit, encoding="utf-8") as f:
+            line = f.read().strip()
+        if line.startswith("gitdir: "):
+            return os.path.normpath(os.path.join(path, line[len("gitdir: "):]))
     return None
 
 
