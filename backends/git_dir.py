@@ -407,7 +407,12 @@ def _find_gitdir(path: str) -> str | None:
         with open(dotgit, encoding="utf-8") as f:
             line = f.read().strip()
         if line.startswith("gitdir: "):
-            return os.path.normpath(os.path.join(path, line[len("gitdir: "):]))
+            gitdir = os.path.normpath(os.path.join(path, line[len("gitdir: "):]))
+            common = os.path.join(gitdir, "commondir")  # a linked work tree shares
+            if os.path.isfile(common):                  # objects and refs with its main
+                with open(common, encoding="utf-8") as f:
+                    gitdir = os.path.normpath(os.path.join(gitdir, f.read().strip()))
+            return gitdir
     return None
 
 
