@@ -207,18 +207,21 @@ def test_merge_conflict_writes_nothing(repo):
 
 
 def test_criss_cross_merge_uses_virtual_ancestor(repo):
-    main, feat, _ = _fork(repo)
-    m1 = main.merge("feat")  # main: merge of main+feat
-    feat_head = feat.head
-    # feat merges the *pre-merge* main head, creating a criss-cross
-    f1 = feat.merge(m1.parents[0] if m1.parents[0] != feat_head else m1.parents[1])
-    main.set("later", b"main")
-    feat.set("later2", b"feat")
-    bases = main.lcas(feat)
-    assert len(bases) == 2 and {b.oid for b in bases} == {m1.oid, f1.oid} or len(bases) >= 1
+    main = repo.branch("main")
+    base = main.set("f", b"0", "base")
+    a = main.set("a", b"1", "A")
+    feat = repo.create_branch("feat", base)
+    b = feat.set("b", b"1", "B")
+    m = main.merge("feat", "M")      # parents A, B
+    f = feat.merge(a, "F")           # parents B, A: a criss-cross
+    assert set(m.parent_ids) == set(f.parent_ids) == {a.oid, b.oid}
+    main.set("x", b"main")
+    feat.set("y", b"feat")
+    assert {c.oid for c in main.lcas(feat)} == {a.oid, b.oid}
     merged = main.merge("feat")
-    assert main.get("later2") == b"feat" and main.get("later") == b"main"
     assert len(merged.parents) == 2
+    assert {p: main.get(p) for p in ("f", "a", "b", "x", "y")} == {
+        "f": b"0", "a": b"1", "b": b"1", "x": b"main", "y": b"feat"}
 
 
 def test_last_modified(repo):
@@ -319,3 +322,37 @@ def test_watch_sees_other_processes_on_lmdb(tmp_path):
             subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
             assert done.wait(10), got
         assert [ev.diff[0][0] for ev in got] == [("from", "child"), ("from", "child2")]
+
+
+def test_bad_input_changes_nothing(repo):
+    main = repo.branch("main")
+    head = main.set("ok", b"1")
+    for bad in ("a//b", "../x", "x/.git/y", ""):
+        with pytest.raises((irmin.InvalidPath, irmin.PathError)):
+            main.set(bad, b"v")
+    with pytest.raises(TypeError):
+        main.set("k", "a str is not bytes")
+    with pytest.raises(irmin.InvalidURI):
+        irmin.open("nosuchscheme:/x")
+    with pytest.raises(irmin.InvalidURI):
+        irmin.open("no-scheme-at-all")
+    assert main.head == head and main.list() == [("ok", "contents")]
+
+
+def test_malformed_objects_in_the_store_raise_not_garbage():
+    from irmin.objects import SHA1
+
+    with irmin.open("memory:") as repo:
+        main = repo.branch("main")
+        main.set("d/k", b"v")
+        tree_id = main.tree().find_tree("d").hash()
+        # Replace the subtree's bytes with a truncated tree under the same id.
+        good = repo.backend.get(tree_id)
+        repo.backend._objects[tree_id] = good[:-5]
+        repo._nodes.clear()
+        with pytest.raises(irmin.MalformedObject):
+            main.get("d/k")
+        bad_commit = SHA1.canonical(b"commit", b"tree nothex\n\nmsg")
+        repo.backend.put(*bad_commit)
+        with pytest.raises(irmin.MalformedObject):
+            repo.commit(bad_commit[0])
