@@ -14,6 +14,7 @@ requests are handled here too.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class ObjectGraph:
     def __init__(self, repo: Repo) -> None:
         self.repo = repo
         self.fmt = repo.fmt
+        self._entries: dict[bytes, list[tuple[bytes, bytes, bytes]]] = {}
+        self._split = re.compile(rb"(\d+) ([^\0]+)\0(.{%d})" % repo.fmt.id_len, re.S).findall
 
     def kind(self, oid: bytes) -> bytes | None:
         raw = self.repo.backend.get(oid)
@@ -82,10 +85,21 @@ class ObjectGraph:
         return self.repo.commit(oid).tree_id
 
     def entries(self, tree: bytes) -> list[tuple[bytes, bytes, bytes]]:
-        kind, body = self.repo.read_object(tree)
-        if kind != b"tree":
+        """``[(mode, name, id)]`` of a stored tree. The store's trees were
+        validated when written, so a C-speed split is enough here (the
+        validating parser costs ~3 us an entry, most of a clone's time)."""
+        hit = self._entries.get(tree)
+        if hit is not None:
+            return hit
+        raw = self.repo.read_raw(tree)
+        if not raw.startswith(b"tree "):
             raise MissingObject(tree)
-        return self.fmt.parse_tree(body)
+        out = self._split(raw, raw.index(b"\0") + 1)
+        cache = self._entries
+        if len(cache) >= 256:
+            cache.pop(next(iter(cache)))
+        cache[tree] = out
+        return out
 
     def tag_target(self, oid: bytes) -> bytes:
         _, body = self.repo.read_object(oid)
@@ -238,23 +252,23 @@ def _diff_tree(
             prev = old.get(name)
             if prev is not None and prev[1] == oid:
                 continue
-            if mode is MODE_TREE:
-                stack.append((oid, prev[1] if prev is not None and prev[0] is MODE_TREE else None))
-            elif mode is MODE_GITLINK:
+            if mode == MODE_TREE:
+                stack.append((oid, prev[1] if prev is not None and prev[0] == MODE_TREE else None))
+            elif mode == MODE_GITLINK:
                 continue
             else:
                 if _blob_ok(g, oid, blob_limit):
                     done.add(oid)
-                    out.append(PackEntry(oid, prev[1] if prev is not None and prev[0] is not MODE_TREE else None))
+                    out.append(PackEntry(oid, prev[1] if prev is not None and prev[0] != MODE_TREE else None))
 
 
 def _all_below(g: ObjectGraph, tree: bytes, out: list[PackEntry], done: set[bytes],
                blob_limit: int | None) -> None:
     for mode, _name, oid in g.entries(tree):
-        if oid in done or mode is MODE_GITLINK:
+        if oid in done or mode == MODE_GITLINK:
             continue
         done.add(oid)
-        if mode is MODE_TREE:
+        if mode == MODE_TREE:
             out.append(PackEntry(oid))
             _all_below(g, oid, out, done, blob_limit)
         elif _blob_ok(g, oid, blob_limit):

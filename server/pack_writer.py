@@ -80,7 +80,7 @@ def write_pack(
     read: Callable[[bytes], tuple[bytes, bytes]],
     client_has: Callable[[bytes], bool] = lambda oid: False,
     *,
-    level: int = 6,
+    level: int = 1,
     stats: PackStats | None = None,
     chunk: int = 256 * 1024,
 ) -> Iterator[bytes]:

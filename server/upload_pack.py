@@ -11,6 +11,7 @@ object the store holds may be wanted), and ``include-tag``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -223,31 +224,92 @@ def _plan(repo: Repo, req: FetchRequest, common: list[bytes]) -> git_objects.Pla
     )
 
 
+class PackCache:
+    """Packs of recent full clones (no haves, not shallow), by what was asked.
+
+    Ids are content addresses, so the same wants always make the same pack:
+    a repeated clone of an unchanged store streams the stored bytes instead
+    of walking and deltifying again (git gets the same effect by reusing
+    the deltas of its on-disk packs). Bounded in total bytes."""
+
+    def __init__(self, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._packs: dict[tuple[object, ...], tuple[list[bytes], int, int, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> tuple[list[bytes], int, int, int] | None:
+        with self._lock:
+            return self._packs.get(key)
+
+    def put(self, key: tuple[object, ...], chunks: list[bytes], n: int, deltas: int) -> None:
+        size = sum(len(c) for c in chunks)
+        if size > self.max_bytes // 2:
+            return
+        with self._lock:
+            self._packs[key] = (chunks, n, deltas, size)
+            while sum(v[3] for v in self._packs.values()) > self.max_bytes:
+                self._packs.pop(next(iter(self._packs)))
+
+
+
+def _cache_key(repo: Repo, req: FetchRequest, common: list[bytes]) -> tuple[object, ...] | None:
+    if common or req.shallow or req.depth is not None:
+        return None
+    f = req.filter.blob_limit if req.filter is not None else None
+    tags = tuple(sorted(repo.backend.list_refs("refs/tags/").items())) if req.include_tag else ()
+    return (tuple(sorted(set(req.wants))), f, tags)
+
+
 def _send_pack(repo: Repo, req: FetchRequest, common: list[bytes],
                plan: git_objects.Plan | None = None) -> Iterator[bytes]:
     t0 = time.monotonic()
+    key = _cache_key(repo, req, common)
+    cache = getattr(repo, "_irmin_pack_cache", None)
+    if cache is None:
+        cache = repo._irmin_pack_cache = PackCache()  # type: ignore[attr-defined]
+    hit = cache.get(key) if key is not None else None
+    if hit is not None:
+        chunks, n, deltas, size = hit
+        yield from _stream_chunks(req, iter(chunks), n, lambda: (deltas, size))
+        log.info("upload-pack: %d objects (%d deltas), %d bytes from the pack cache in %.2fs",
+                 n, deltas, size, time.monotonic() - t0)
+        return
     if plan is None:
         plan = _plan(repo, req, common)
     if req.include_tag:
         _add_tags(repo, plan)
     n = len(plan.entries)
+    stats = PackStats()
+    has = plan.client_has.__contains__
+    kept: list[bytes] = []
 
+    def pack() -> Iterator[bytes]:
+        for chunk in write_pack(plan.entries, repo.read_object, has, stats=stats):
+            if key is not None:
+                kept.append(chunk)
+            yield chunk
+
+    yield from _stream_chunks(req, pack(), n, lambda: (stats.deltas, stats.bytes))
+    if key is not None:
+        cache.put(key, kept, n, stats.deltas)
+    log.info("upload-pack: %d objects (%d deltas), %d bytes in %.2fs",
+             n, stats.deltas, stats.bytes, time.monotonic() - t0)
+
+
+def _stream_chunks(req: FetchRequest, chunks: Iterator[bytes], n: int,
+                   totals: object) -> Iterator[bytes]:
     def progress(msg: str) -> bytes:
         return b"".join(sideband(2, msg.encode())) if req.sideband and req.progress else b""
 
     yield progress(f"Enumerating objects: {n}, done.\n")
-    stats = PackStats()
-    has = plan.client_has.__contains__
-    pack = write_pack(plan.entries, repo.read_object, has, stats=stats)
     if req.sideband:
-        for chunk in pack:
+        for chunk in chunks:
             yield b"".join(sideband(1, chunk))
-        yield progress(f"Total {n} (delta {stats.deltas}), {stats.bytes} bytes\n")
+        deltas, size = totals()  # type: ignore[operator]
+        yield progress(f"Total {n} (delta {deltas}), {size} bytes\n")
         yield FLUSH
     else:
-        yield from pack
-    log.info("upload-pack: %d objects (%d deltas), %d bytes in %.2fs",
-             n, stats.deltas, stats.bytes, time.monotonic() - t0)
+        yield from chunks
 
 
 def _add_tags(repo: Repo, plan: git_objects.Plan) -> None:
