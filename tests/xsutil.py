@@ -3,6 +3,7 @@ daemons as subprocesses, and a raw wire client."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -16,6 +17,15 @@ XSREF = Path(__file__).resolve().parents[2] / "shared/tools/xsref"
 XEN_BIN = Path("/usr/lib/xen-4.17/bin")
 TEST_XENSTORE = str(XEN_BIN / "test-xenstore")
 H = struct.Struct("<IIII")
+_started: list["Daemon"] = []
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Daemons a failed test did not stop: stop them at exit."""
+    for d in _started:
+        if d.alive():
+            d.stop()
 
 
 class Daemon:
@@ -75,7 +85,9 @@ def start_ours(tmp: Path, store: str = "memory:", *args: str, name: str = "ours"
     if "listening on" not in line:
         proc.kill()
         raise RuntimeError(f"xenstored did not start: {line!r} {log.read_text()}")
-    return Daemon(proc, sock, log=log)
+    d = Daemon(proc, sock, log=log)
+    _started.append(d)
+    return d
 
 
 def start_reference(tmp: Path, ocaml: bool = False, *args: str) -> Daemon:
@@ -85,7 +97,9 @@ def start_reference(tmp: Path, ocaml: bool = False, *args: str) -> Daemon:
         cmd.append("--oxenstored")
     cmd += [*args, str(d)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()
-    return Daemon(None, str(d / "socket"), pid=int(out[-1]), log=d / "daemon.log")
+    daemon = Daemon(None, str(d / "socket"), pid=int(out[-1]), log=d / "daemon.log")
+    _started.append(daemon)
+    return daemon
 
 
 class Client:

@@ -74,32 +74,47 @@ def node_from_tree(tree: Tree) -> Node:
 
 
 def _sync(tree: Tree, prefix: tuple[str, ...], old: Node | None, new: Node) -> Tree:
-    """``tree`` with the representation of ``new`` at ``prefix``, given that
-    ``old`` is represented there now."""
+    """``tree`` with the representation of ``new`` at ``prefix`` (the root:
+    ``()``), given that ``old`` is represented there now."""
+    assert prefix == ()
+    return _node_tree(tree if old is not None else Tree(tree._repo), old, new)
+
+
+def _node_tree(t: Tree, old: Node | None, new: Node) -> Tree:
+    """The directory of node ``new``, built from ``t``, the directory of
+    ``old`` (empty for a new node); changed children are rebuilt bottom-up
+    and grafted once, unchanged ones are kept by node identity."""
     if old is new:
-        return tree
+        return t
     if old is None or old.value != new.value:
         if new.value:
-            tree = tree.set(prefix + (VALUE,), new.value)
+            t = t.set((VALUE,), new.value)
         elif old is not None:
-            tree = tree.remove(prefix + (VALUE,))
+            t = t.remove((VALUE,))
     if old is None or old.perms != new.perms:
-        tree = tree.set(prefix + (PERMS,), P.text(new.perms).encode())
+        t = t.set((PERMS,), P.text(new.perms).encode())
     oc = old.children if old is not None else {}
     nc = new.children
     if oc is not nc:
         for name in oc:
             if name not in nc:
-                tree = tree.remove(prefix + (name,))
+                t = t.remove((name,))
         for name, child in nc.items():
-            tree = _sync(tree, prefix + (name,), oc.get(name), child)
+            oldc = oc.get(name)
+            if oldc is child:
+                continue
+            if oldc is None:
+                sub = _node_tree(Tree(t._repo), None, child)
+            else:
+                sub = _node_tree(t.get_tree((name,)), oldc, child)
+            t = t.set_tree((name,), sub)
         if list(oc) != list(nc):
             names = list(nc)
             if names != sorted(names):
-                tree = tree.set(prefix + (ORDER,), "".join(n + "\n" for n in names).encode())
-            elif old is not None and ORDER in _names(tree, prefix):
-                tree = tree.remove(prefix + (ORDER,))
-    return tree
+                t = t.set((ORDER,), "".join(n + "\n" for n in names).encode())
+            elif old is not None and t.mem((ORDER,)):
+                t = t.remove((ORDER,))
+    return t
 
 
 def _names(tree: Tree, prefix: tuple[str, ...]) -> list[str]:
