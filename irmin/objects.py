@@ -48,6 +48,7 @@ MODE_GITLINK = b"160000"
 #: Every mode git writes; interned so parsed trees share these objects.
 _MODES = {m: m for m in (MODE_FILE, MODE_EXEC, MODE_LINK, MODE_TREE, MODE_GITLINK)}
 _BLOB_MODES = frozenset((MODE_FILE, MODE_EXEC, MODE_LINK))
+_BAD_NAMES = frozenset((b".", b"..", b".git"))
 _TYPES = (b"blob", b"tree", b"commit", b"tag")
 
 
@@ -132,6 +133,12 @@ class ObjectFormat:
         self._new = hash_factory
         self.id_len = id_len
         self.empty_tree_id = self.hash_object(b"tree", b"")
+        # Tree bodies are parsed by the regex engine in C: one pass checks the
+        # whole framing, one returns the columns; Python only checks order.
+        entry = rb"(100644|100755|120000|40000|160000) ([^\0/]+)\0(.{%d})" % id_len
+        self._tree_entry_re = re.compile(entry, re.S)
+        self._tree_entries_re = re.compile(rb"(?:%s)*" % entry.replace(b"(", b"(?:"), re.S)
+        self._raw_entry_re = re.compile(entry.replace(b"(", b"(?:"), re.S)
 
     def __repr__(self) -> str:
         return f"<ObjectFormat {self.name}>"
@@ -186,34 +193,54 @@ class ObjectFormat:
 
     def parse_tree(self, body: bytes) -> list[tuple[bytes, bytes, bytes]]:
         """``[(mode, name, id)]`` in stored order, validated as git fsck would."""
+        modes, names, oids = self.parse_tree_columns(body)
+        return list(zip(modes, names, oids))
+
+    def parse_tree_columns(self, body: bytes) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """Modes (interned), names and ids of a tree body, as three lists."""
+        if self._tree_entries_re.fullmatch(body) is None:
+            self._explain_bad_tree(body)
+        found = self._tree_entry_re.findall(body)
+        if not found:
+            return [], [], []
+        modes_raw, names, oids = (list(col) for col in zip(*found))
+        modes = list(map(_MODES.__getitem__, modes_raw))
+        if _BAD_NAMES.intersection(names):
+            bad = sorted(_BAD_NAMES.intersection(names))[0]
+            raise MalformedObject(f"tree entry has a bad name {bad!r}")
+        if MODE_TREE in modes:
+            keys = [n + b"/" if m is MODE_TREE else n for m, n in zip(modes, names)]
+        else:
+            keys = names
+        if not all(map(bytes.__lt__, keys, keys[1:])):
+            for a, b in zip(keys, keys[1:]):
+                if not a < b:
+                    raise MalformedObject(f"tree entries not sorted or duplicated at {b!r}")
+        return modes, names, oids
+
+    def raw_tree_entries(self, body: bytes) -> list[bytes]:
+        """Each entry's encoded bytes, in order (body already validated)."""
+        return self._raw_entry_re.findall(body)  # type: ignore[no-any-return]
+
+    def _explain_bad_tree(self, body: bytes) -> None:
+        """Walk a body the fast parser refused and say what is wrong where."""
         id_len = self.id_len
-        out: list[tuple[bytes, bytes, bytes]] = []
-        append = out.append
-        find = body.find
         n = len(body)
         i = 0
-        prev = b""
-        modes = _MODES
         while i < n:
-            sp = find(b" ", i, i + 8)
+            sp = body.find(b" ", i, i + 8)
             if sp < 0:
                 raise MalformedObject(f"tree entry at byte {i}: no mode")
-            mode = modes.get(body[i:sp])
-            if mode is None:
+            if body[i:sp] not in _MODES:
                 raise MalformedObject(f"tree entry at byte {i}: bad mode {body[i:sp]!r}")
-            nul = find(b"\0", sp + 1)
+            nul = body.find(b"\0", sp + 1)
             if nul < 0 or nul + 1 + id_len > n:
                 raise MalformedObject(f"tree entry at byte {i}: truncated")
             name = body[sp + 1 : nul]
-            if not name or name in (b".", b"..", b".git") or b"/" in name:
+            if not name or b"/" in name:
                 raise MalformedObject(f"tree entry at byte {i}: bad name {name!r}")
-            key = name + b"/" if mode is MODE_TREE else name
-            if key <= prev:
-                raise MalformedObject(f"tree entries not sorted or duplicated at {name!r}")
-            prev = key
             i = nul + 1 + id_len
-            append((mode, name, body[nul + 1 : i]))
-        return out
+        raise MalformedObject("malformed tree")
 
     @staticmethod
     def tree_entry(mode: bytes, name: bytes, oid: bytes) -> bytes:

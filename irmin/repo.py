@@ -21,7 +21,7 @@ from .commit import Commit, Info
 from .contents import BYTES, Contents
 from .errors import BranchNotFound, MalformedObject, MissingObject, NotFoundError
 from .objects import SHA1, CommitData, ObjectFormat
-from .tree import Entry, Tree, decode_entries
+from .tree import Entry, Tree, decode_tree_body
 
 if TYPE_CHECKING:
     from .store import Store
@@ -175,7 +175,7 @@ class Repo:
         kind, body = self.read_object(oid)
         if kind != b"tree":
             raise MalformedObject(f"{oid.hex()} is a {kind.decode()}, not a tree")
-        return decode_entries(self.fmt.parse_tree(body))
+        return decode_tree_body(self.fmt, body)
 
     def write_objects(self, objects: Iterable[tuple[bytes, bytes]]) -> None:
         self.backend.put_many(objects)

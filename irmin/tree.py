@@ -22,11 +22,12 @@ Reading one path loads only the nodes on that path.
 from __future__ import annotations
 
 import bisect
+from operator import methodcaller
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal
 
 from .errors import InvalidPath, NotFoundError, PathError
-from .objects import BLOB_MODES, MODE_FILE, MODE_TREE, decode_name, encode_name
+from .objects import BLOB_MODES, MODE_FILE, MODE_TREE, MalformedObject, ObjectFormat, decode_name, encode_name
 from .path import Path, PathLike, parse, show
 
 if TYPE_CHECKING:
@@ -95,6 +96,21 @@ class Tree:
     def _writable(self) -> tuple[list[bytes], list[bytes | None]]:
         """Sort keys and encoded entries in git order (made once per node)."""
         keys = self._keys
+        if keys is None and self._oid is not None and not self._dirty:
+            # A clean node: its stored body already holds every entry encoded.
+            entries = self._load()
+            fmt = self._repo.fmt
+            _kind, body = self._repo.read_object(self._oid)
+            encl_clean: list[bytes | None] = fmt.raw_tree_entries(body)  # type: ignore[assignment]
+            order = self._order
+            assert order is not None
+            keys = [encode_name(n) for n in order]
+            for i, n in enumerate(order):
+                if _entry_is_tree(entries[n]):
+                    keys[i] += b"/"
+            self._encl = encl_clean
+            self._keys = keys
+            return keys, encl_clean
         if keys is None:
             entries = self._load()
             te = self._repo.fmt.tree_entry
@@ -519,4 +535,18 @@ def decode_entries(
         name = decode_name(raw_name)
         entries[name] = (mode, oid)
         order.append(name)
+    return entries, order
+
+
+_decode = methodcaller("decode", "utf-8", "surrogateescape")
+
+
+def decode_tree_body(fmt: ObjectFormat, body: bytes) -> tuple[dict[str, Entry], list[str]]:
+    """A validated tree body → the loaded-node dict and git order, built by
+    C-level maps and zips (no Python loop per entry)."""
+    modes, names, oids = fmt.parse_tree_columns(body)
+    order = list(map(_decode, names))
+    entries: dict[str, Entry] = dict(zip(order, zip(modes, oids)))
+    if len(entries) != len(order):
+        raise MalformedObject("tree has two entries with one name")
     return entries, order
