@@ -29,7 +29,8 @@ import errno
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import lmdb
 
@@ -58,6 +59,53 @@ def _convert(e: lmdb.Error, what: str) -> StoreError:
                       lmdb.VersionMismatchError, lmdb.BadTxnError, lmdb.PanicError)):
         return CorruptStore(f"{what}: {e}")
     return StoreError(f"{what}: {e}")
+
+
+_T = TypeVar("_T")
+
+
+# Read operations, each run inside one read transaction by LmdbBackend._read.
+def _txn_get(txn: lmdb.Transaction, key: bytes) -> bytes | None:
+    return txn.get(key)  # type: ignore[no-any-return]
+
+
+def _txn_has(txn: lmdb.Transaction, key: bytes) -> bool:
+    return txn.get(key) is not None
+
+
+def _txn_get_many(txn: lmdb.Transaction, keys: list[bytes]) -> dict[bytes, bytes]:
+    get = txn.get
+    out: dict[bytes, bytes] = {}
+    for oid in keys:
+        data = get(oid)
+        if data is not None:
+            out[oid] = data
+    return out
+
+
+def _txn_keys_after(txn: lmdb.Transaction, after: bytes | None) -> list[bytes]:
+    keys: list[bytes] = []
+    cur = txn.cursor()
+    ok = cur.set_range(after) if after is not None else cur.first()
+    if ok and after is not None and cur.key() == after:
+        ok = cur.next()
+    while ok and len(keys) < _ITER_CHUNK:
+        keys.append(cur.key())
+        ok = cur.next()
+    return keys
+
+
+def _txn_refs(txn: lmdb.Transaction, start: bytes) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    cur = txn.cursor()
+    ok = cur.set_range(start) if start else cur.first()
+    while ok:
+        key = cur.key()
+        if not key.startswith(start):
+            break
+        out[key.decode()] = cur.value()
+        ok = cur.next()
+    return out
 
 
 class _Env:
@@ -227,127 +275,49 @@ class LmdbBackend(Backend):
             return
         raise _convert(e, what) from e
 
-    def get(self, oid: bytes) -> bytes | None:
+    def _read(self, db: object, op: Callable[..., _T], what: str, *args: object) -> _T:
+        """Run ``op(txn, *args)`` in one read transaction on ``db``, inside
+        the gate; remap and retry if another process grew the map."""
         while True:
             self._enter()
             try:
-                with self._env.begin(db=self._odb, buffers=False) as txn:
-                    return txn.get(oid)  # type: ignore[no-any-return]
+                with self._env.begin(db=db, buffers=False) as txn:
+                    return op(txn, *args)
             except lmdb.Error as e:
                 err = e
             finally:
                 self._leave()
-            self._read_failed(err, "get")
+            self._read_failed(err, what)
+
+    def get(self, oid: bytes) -> bytes | None:
+        return self._read(self._odb, _txn_get, "get", oid)
 
     def has(self, oid: bytes) -> bool:
-        while True:
-            self._enter()
-            try:
-                with self._env.begin(db=self._odb, buffers=True) as txn:
-                    return txn.get(oid) is not None
-            except lmdb.Error as e:
-                err = e
-            finally:
-                self._leave()
-            self._read_failed(err, "has")
+        return self._read(self._odb, _txn_has, "has", oid)
 
     def get_many(self, oids: Iterable[bytes]) -> dict[bytes, bytes]:
-        keys = list(oids)
-        while True:
-            self._enter()
-            try:
-                out: dict[bytes, bytes] = {}
-                with self._env.begin(db=self._odb, buffers=False) as txn:
-                    get = txn.get
-                    for oid in keys:
-                        data = get(oid)
-                        if data is not None:
-                            out[oid] = data
-                return out
-            except lmdb.Error as e:
-                err = e
-            finally:
-                self._leave()
-            self._read_failed(err, "get_many")
-
-    def _iter_chunk(self, db: object, after: bytes | None) -> list[bytes]:
-        while True:
-            self._enter()
-            try:
-                keys: list[bytes] = []
-                with self._env.begin(db=db, buffers=False) as txn:
-                    cur = txn.cursor()
-                    ok = cur.set_range(after) if after is not None else cur.first()
-                    if ok and after is not None and cur.key() == after:
-                        ok = cur.next()
-                    while ok and len(keys) < _ITER_CHUNK:
-                        keys.append(cur.key())
-                        ok = cur.next()
-                return keys
-            except lmdb.Error as e:
-                err = e
-            finally:
-                self._leave()
-            self._read_failed(err, "iter_ids")
+        return self._read(self._odb, _txn_get_many, "get_many", list(oids))
 
     def iter_ids(self) -> Iterator[bytes]:
         """Ids in key order, read in chunks so no transaction outlives a step
         (a long-lived reader would block map growth)."""
         after: bytes | None = None
         while True:
-            chunk = self._iter_chunk(self._odb, after)
+            chunk = self._read(self._odb, _txn_keys_after, "iter_ids", after)
             yield from chunk
             if len(chunk) < _ITER_CHUNK:
                 return
             after = chunk[-1]
 
     def get_ref(self, name: str) -> bytes | None:
-        key = name.encode()
-        while True:
-            self._enter()
-            try:
-                with self._env.begin(db=self._rdb, buffers=False) as txn:
-                    return txn.get(key)  # type: ignore[no-any-return]
-            except lmdb.Error as e:
-                err = e
-            finally:
-                self._leave()
-            self._read_failed(err, "get_ref")
+        return self._read(self._rdb, _txn_get, "get_ref", name.encode())
 
     def list_refs(self, prefix: str = "") -> dict[str, bytes]:
-        start = prefix.encode()
-        while True:
-            self._enter()
-            try:
-                out: dict[str, bytes] = {}
-                with self._env.begin(db=self._rdb, buffers=False) as txn:
-                    cur = txn.cursor()
-                    ok = cur.set_range(start) if start else cur.first()
-                    while ok:
-                        key = cur.key()
-                        if not key.startswith(start):
-                            break
-                        out[key.decode()] = cur.value()
-                        ok = cur.next()
-                return out
-            except lmdb.Error as e:
-                err = e
-            finally:
-                self._leave()
-            self._read_failed(err, "list_refs")
+        return self._read(self._rdb, _txn_refs, "list_refs", prefix.encode())
 
     def refs_token(self) -> object:
         """The refs-change counter: one small read per poll."""
-        while True:
-            self._enter()
-            try:
-                with self._env.begin(db=self._mdb, buffers=False) as txn:
-                    return txn.get(_COUNTER)
-            except lmdb.Error as e:
-                err = e
-            finally:
-                self._leave()
-            self._read_failed(err, "refs_token")
+        return self._read(self._mdb, _txn_get, "refs_token", _COUNTER)
 
     # -- writing ----------------------------------------------------------------
 
