@@ -34,6 +34,7 @@ from irmin.repo import Repo
 from . import git_http, rest_branches, rest_objects, rest_paths, rest_watch
 from .config import ServerConfig
 from .guard import BodyTooLarge, Guard
+from .rest_common import BranchSlashes
 
 log = logging.getLogger("irmin.server")
 
@@ -108,6 +109,7 @@ def create_app(repo: Repo, config: ServerConfig | None = None, *, close_repo: bo
     app.include_router(rest_watch.router)
     app.include_router(git_http.router)
     app.add_middleware(Guard, config=config)
+    app.add_middleware(BranchSlashes)
     return app
 
 

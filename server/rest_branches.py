@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from irmin.path import parse
 
-from .rest_common import branch_store, commit_json, parse_id, repo_of, write_info
+from .rest_common import BranchName, branch_store, commit_json, parse_id, repo_of, write_info
 
 router = APIRouter(prefix="/api", tags=["branches"])
 
@@ -62,7 +62,7 @@ def create_branch(request: Request, body: NewBranch) -> dict[str, Any]:
 
 
 @router.get("/branches/{branch}", summary="A branch and its head commit")
-def get_branch(request: Request, branch: str) -> dict[str, Any]:
+def get_branch(request: Request, branch: BranchName) -> dict[str, Any]:
     repo = repo_of(request)
     store = branch_store(repo, branch)
     head = store.head
@@ -70,7 +70,7 @@ def get_branch(request: Request, branch: str) -> dict[str, Any]:
 
 
 @router.delete("/branches/{branch}", status_code=204, summary="Delete a branch")
-def delete_branch(request: Request, branch: str) -> Response:
+def delete_branch(request: Request, branch: BranchName) -> Response:
     repo = repo_of(request)
     branch_store(repo, branch, must_exist=False)
     repo.delete_branch(branch)
@@ -78,7 +78,7 @@ def delete_branch(request: Request, branch: str) -> Response:
 
 
 @router.get("/branches/{branch}/head", summary="The head id of a branch")
-def get_head(request: Request, branch: str) -> dict[str, Any]:
+def get_head(request: Request, branch: BranchName) -> dict[str, Any]:
     repo = repo_of(request)
     branch_store(repo, branch)
     return _branch_json(repo, branch)
@@ -86,7 +86,7 @@ def get_head(request: Request, branch: str) -> dict[str, Any]:
 
 @router.put("/branches/{branch}/head", summary="Compare-and-set a branch head",
             responses={409: {"description": "the head was not the expected one"}})
-def set_head(request: Request, branch: str, body: HeadUpdate) -> Any:
+def set_head(request: Request, branch: BranchName, body: HeadUpdate) -> Any:
     repo = repo_of(request)
     branch_store(repo, branch, must_exist=False)
     expected = parse_id(repo, body.expected) if body.expected is not None else None
@@ -102,16 +102,21 @@ def set_head(request: Request, branch: str, body: HeadUpdate) -> Any:
 
 @router.post("/branches/{branch}/merge", summary="Merge a branch or commit into this branch",
              responses={409: {"description": "conflicts: {\"conflicts\": [...]}"}})
-def merge(request: Request, branch: str, body: MergeRequest) -> dict[str, Any]:
+def merge(request: Request, branch: BranchName, body: MergeRequest,
+          author: str | None = Query(None, max_length=1000, description="overrides X-Irmin-Author"),
+          message: str | None = Query(None, max_length=100_000,
+                                      description="overrides X-Irmin-Message")) -> dict[str, Any]:
     repo = repo_of(request)
     store = branch_store(repo, branch)
-    info = write_info(request, body.author, body.message, f"merge {body.source} into {branch}")
+    # like every write: the body's fields, else ?author=/?message=, else the headers
+    info = write_info(request, body.author or author, body.message or message,
+                      f"merge {body.source} into {branch}")
     commit = store.merge(body.source, info.message, author=info.author)
     return {"commit": commit.id}
 
 
 @router.get("/branches/{branch}/history", summary="Commits from the head, newest first")
-def history(request: Request, branch: str,
+def history(request: Request, branch: BranchName,
             depth: int | None = Query(None, ge=1, le=1_000_000, description="generations to walk"),
             offset: int = Query(0, ge=0, le=10_000_000),
             limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
@@ -125,7 +130,7 @@ def history(request: Request, branch: str,
 
 @router.get("/branches/{branch}/last_modified/{path:path}",
             summary="The latest commits that changed a path")
-def last_modified(request: Request, branch: str, path: str,
+def last_modified(request: Request, branch: BranchName, path: str,
                   n: int = Query(1, ge=1, le=100)) -> dict[str, Any]:
     repo = repo_of(request)
     store = branch_store(repo, branch)

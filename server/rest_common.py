@@ -5,15 +5,64 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from typing import Any
+from urllib.parse import unquote_to_bytes
+from typing import Annotated, Any
 
 from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator
 
 from irmin.commit import Commit, Info
 from irmin.contents import Contents, resolve
 from irmin.errors import BranchNotFound, MalformedObject
 from irmin.repo import Repo
 from irmin.store import Store
+
+
+#: Stands for a ``/`` inside a branch segment of a REST path (sent as ``%2F``:
+#: ``/api/branches/feature%2Fx/head``) between :class:`BranchSlashes`, which
+#: rewrites the routed path, and :data:`BranchName`, which restores it.
+SLASH = "\x00"
+
+
+def _branch_name(name: str) -> str:
+    return name.replace(SLASH, "/")
+
+
+#: A ``{branch}`` path parameter: ``%2F`` in it is a ``/`` of the branch name.
+BranchName = Annotated[str, AfterValidator(_branch_name)]
+
+
+class BranchSlashes:
+    """ASGI middleware: ``%2F`` in the branch segment of ``/api/branches/{b}/...``
+    is part of the branch name (``feature/x``), not a path separator. The
+    router sees the decoded path, so the segment's slashes are swapped for
+    :data:`SLASH` there; ``%00`` in the segment is refused."""
+
+    PREFIX = b"/api/branches/"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            raw = scope.get("raw_path") or b""
+            if raw.startswith(self.PREFIX) and b"%" in raw:
+                seg = raw[len(self.PREFIX):].split(b"/", 1)[0]
+                low = seg.lower()
+                if b"%00" in low:
+                    response = JSONResponse({"detail": "NUL in a branch name"}, status_code=400)
+                    await response(scope, receive, send)
+                    return
+                if b"%2f" in low:
+                    name = unquote_to_bytes(seg).decode("utf-8", "surrogateescape")
+                    rest = scope["path"][len("/api/branches/"):]
+                    # the decoded path: the segment's decoded text, then the rest
+                    if rest.startswith(name):
+                        scope = dict(scope)
+                        scope["path"] = ("/api/branches/" + name.replace("/", SLASH)
+                                         + rest[len(name):])
+        await self.app(scope, receive, send)
 
 
 def repo_of(request: Request) -> Repo:

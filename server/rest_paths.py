@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from irmin.errors import NotFoundError
 from irmin.path import parse
 
-from .rest_common import branch_store, contents_codec, jsonable, repo_of, write_info
+from .rest_common import BranchName, branch_store, contents_codec, jsonable, repo_of, write_info
 
 router = APIRouter(prefix="/api", tags=["paths"])
 
@@ -63,7 +63,7 @@ def _read(request: Request, branch: str, path: str, contents: str | None,
 
 @router.get("/branches/{branch}/tree", summary="List the root directory",
             responses=_VALUE_RESPONSES)
-def read_root(request: Request, branch: str,
+def read_root(request: Request, branch: BranchName,
               offset: int = Query(0, ge=0, le=10_000_000),
               limit: int = Query(1000, ge=1, le=10_000)) -> Response:
     return _read(request, branch, "", None, offset, limit)
@@ -71,7 +71,7 @@ def read_root(request: Request, branch: str,
 
 @router.get("/branches/{branch}/tree/{path:path}", summary="Read a value or list a directory",
             responses=_VALUE_RESPONSES)
-def read_path(request: Request, branch: str, path: str,
+def read_path(request: Request, branch: BranchName, path: str,
               contents: str | None = Query(None, description=CONTENTS_HELP),
               offset: int = Query(0, ge=0, le=10_000_000),
               limit: int = Query(1000, ge=1, le=10_000)) -> Response:
@@ -82,7 +82,7 @@ def read_path(request: Request, branch: str, path: str,
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                 "application/json": {"schema": {}}}}})
-async def write_path(request: Request, branch: str, path: str,
+async def write_path(request: Request, branch: BranchName, path: str,
                      contents: str | None = Query(None, description=CONTENTS_HELP),
                      author: str | None = None, message: str | None = None) -> dict[str, Any]:
     repo = repo_of(request)
@@ -119,7 +119,7 @@ def _decode_json(body: bytes) -> Any:
 
 
 @router.delete("/branches/{branch}/tree/{path:path}", summary="Remove a value or subtree and commit")
-def remove_path(request: Request, branch: str, path: str,
+def remove_path(request: Request, branch: BranchName, path: str,
                 author: str | None = None, message: str | None = None) -> dict[str, Any]:
     repo = repo_of(request)
     steps = parse(path)

@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from irmin.path import parse
 from irmin.watch import WatchEvent
 
-from .rest_common import branch_store, diff_json, repo_of
+from .rest_common import BranchName, branch_store, diff_json, repo_of
 
 router = APIRouter(prefix="/api", tags=["watch"])
 
@@ -35,7 +35,7 @@ def _sse(event: str, data: dict[str, Any], eid: str | None = None) -> bytes:
 
 @router.get("/branches/{branch}/watch", summary="Server-Sent Events of head changes",
             responses={200: {"content": {"text/event-stream": {}}}})
-async def watch(request: Request, branch: str,
+async def watch(request: Request, branch: BranchName,
                 prefix: str = Query("", max_length=4096, description="only changes below this path")) -> StreamingResponse:
     repo = repo_of(request)
     steps = parse(prefix)

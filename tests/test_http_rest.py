@@ -250,3 +250,65 @@ def test_sigterm_is_graceful(tmp_path: Path) -> None:
     log = s.log.read_text()
     assert "GET /health" in log  # one access-log line per request
     assert "Shutting down" in log or "Finished server process" in log
+
+
+def _diverge(c: httpx.Client, name: str) -> None:
+    """``name`` and main each gain a commit of their own (a real merge follows)."""
+    put(c, "base", b"0")
+    assert c.post("/api/branches", json={"name": name, "from": "main"}).status_code == 201
+    put(c, f"{name.replace('/', '_')}/x", b"1", branch=name.replace("/", "%2F"))
+    put(c, "main-only", b"2")
+
+
+def test_merge_author_and_message_like_every_write(c: httpx.Client) -> None:
+    """Merge commits take author and message from the body, else the query,
+    else the X-Irmin-* headers, as path writes do."""
+    _diverge(c, "t1")
+    r = c.post("/api/branches/main/merge", json={"from": "t1"},
+               headers={"X-Irmin-Author": "Hal <hal@x>", "X-Irmin-Message": "from headers"})
+    assert r.status_code == 200, r.text
+    commit = c.get(f"/api/commits/{r.json()['commit']}").json()
+    assert (commit["author"], commit["message"]) == ("Hal <hal@x>", "from headers")
+    assert len(commit["parents"]) == 2
+    put(c, "t1/y", b"3", branch="t1")
+    put(c, "main2", b"4")
+    r = c.post("/api/branches/main/merge", params={"author": "Quin <q@x>", "message": "from query"},
+               json={"from": "t1"}, headers={"X-Irmin-Author": "Hal <hal@x>"})
+    commit = c.get(f"/api/commits/{r.json()['commit']}").json()
+    assert (commit["author"], commit["message"]) == ("Quin <q@x>", "from query")
+    put(c, "t1/z", b"5", branch="t1")
+    put(c, "main3", b"6")
+    r = c.post("/api/branches/main/merge", params={"author": "Quin <q@x>"},
+               json={"from": "t1", "author": "Bo <bo@x>", "message": "from body"})
+    commit = c.get(f"/api/commits/{r.json()['commit']}").json()
+    assert (commit["author"], commit["message"]) == ("Bo <bo@x>", "from body")
+    assert c.post("/api/branches/main/merge", json={"from": "t1"},
+                  params={"author": " "}).status_code == 400
+
+
+def test_branch_names_with_slashes(c: httpx.Client) -> None:
+    """``feature/x`` is addressed as ``feature%2Fx`` in every branch route."""
+    _diverge(c, "feature/x")
+    assert "feature/x" in [b["name"] for b in c.get("/api/branches").json()["branches"]]
+    b = "/api/branches/feature%2Fx"
+    assert c.get(b).json()["name"] == "feature/x"
+    assert c.get(b + "/head").json()["name"] == "feature/x"
+    assert c.get(b + "/tree/feature_x/x").content == b"1"
+    assert c.get(b + "/tree").json()["entries"]
+    assert c.get(b.lower() + "/tree/feature_x/x").content == b"1"  # %2f works too
+    r = c.put(b + "/tree/deep/er", content=b"v", headers={"X-Irmin-Author": "Di <d@x>"})
+    assert r.status_code == 200, r.text
+    hist = c.get(b + "/history").json()["commits"]
+    assert hist[0]["author"] == "Di <d@x>"
+    assert c.get(b + "/last_modified/deep/er").json()["commits"][0]["id"] == r.json()["commit"]
+    assert c.post(b + "/merge", json={"from": "main"}).status_code == 200
+    assert c.get(b + "/tree/main-only").content == b"2"
+    assert c.post("/api/branches/main/merge", json={"from": "feature/x"}).status_code == 200
+    assert c.get("/api/branches/main/tree/deep/er").content == b"v"
+    head = c.get(b + "/head").json()["head"]
+    assert c.put(b + "/head", json={"expected": head, "new": head}).status_code == 200
+    # unescaped, the slash is a path separator: no such route/branch
+    assert c.get("/api/branches/feature/x/head").status_code == 404
+    assert c.get("/api/branches/a%00b/head").status_code == 400
+    assert c.delete(b).status_code == 204
+    assert c.get(b + "/head").status_code == 404
