@@ -98,6 +98,12 @@ def known_difference(a: object, b: object) -> bool:
     pa, pb = a[1][-1], b[1][-1]
     if pa[0] == 7 and pa[3] == b"OK\0" and pb[0] == 16 and pb[3] == b"EAGAIN\0":
         return True
+    # The converse comes from the same isolation difference: a node read
+    # inside the transaction changed after START but before the read (C
+    # read the new version and validates it; ours read the snapshot, so the
+    # transaction's view is stale and it must fail).
+    if pa[0] == 16 and pa[3] == b"EAGAIN\0" and pb[0] == 7 and pb[3] == b"OK\0":
+        return True
     # A read inside a transaction: ours reads the snapshot taken at START,
     # the C daemon reads a node the transaction has not touched yet from the
     # live tree (and validates it at END). Both are serializable.
