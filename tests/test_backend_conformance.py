@@ -24,6 +24,24 @@ import pytest
 from irmin.backends import Backend, RefUpdate, open_backend
 from irmin.backends.errors import InvalidRefName, MalformedObject, StoreClosed
 
+_loop_devices: list[str] = []
+
+
+def loop_device(tmp: Path) -> str:
+    """A real loop device over a fresh 64 MiB image, formatted as a store
+    (detached after the test by the ``uri`` fixture)."""
+    from irmin.backends.block import format_block
+
+    image = tmp / "loop.img"
+    image.write_bytes(b"")
+    os.truncate(image, 64 << 20)
+    dev = subprocess.run(["losetup", "-f", "--show", str(image)], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    _loop_devices.append(dev)
+    format_block(dev)
+    return f"block:{dev}"
+
+
 # ---------------------------------------------------------------------------
 # The backends under test: name -> (tmp_path -> URI). Add one line per backend.
 # ---------------------------------------------------------------------------
@@ -32,12 +50,15 @@ BACKENDS: dict[str, Callable[[Path], str]] = {
     "lmdb": lambda tmp: f"lmdb:{tmp / 'store.lmdb'}",
     "git": lambda tmp: f"git:{tmp / 'repo.git'}",
     "block": lambda tmp: f"block:{tmp / 'store.img'}?create=1&size=64M",
+    "block-loop": loop_device,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return BACKENDS[request.param](tmp_path)
+def uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield BACKENDS[request.param](tmp_path)
+    while _loop_devices:
+        subprocess.run(["losetup", "-d", _loop_devices.pop()], check=False)
 
 
 @pytest.fixture
