@@ -117,6 +117,8 @@ class ObjectGraph:
 #: Raw commits and trees the planner keeps for the pack writer (so they are
 #: not read twice), in bytes; beyond it the writer reads them again.
 KEEP_RAW_BYTES = 64 << 20
+#: What ``git fetch --unshallow`` sends as its depth.
+INFINITE_DEPTH = 0x7FFFFFFF
 
 
 class _Walker:
@@ -292,6 +294,12 @@ def plan(
     w = _Walker(repo)
     out = Plan()
     shallow_in = set(client_shallow)
+    if shallow_in and depth is not None and depth >= INFINITE_DEPTH:
+        # The walk below stops at the client's haves, so it cannot find how
+        # deep the client's shallow commits lie: say so rather than answer
+        # "done" and leave the clone shallow.
+        raise WantError("fetch --unshallow is not supported by this server: "
+                        "clone again without --depth")
     want_commits: list[bytes] = []
     extra: list[PackEntry] = []  # wanted tags, trees, blobs
     seen_extra: set[bytes] = set()

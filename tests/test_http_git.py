@@ -199,7 +199,15 @@ def test_shallow_clone_and_fetch(tmp_path: Path, env: dict[str, str], version: s
         git(env, *v, "pull", "-q", "--ff-only", cwd=c)
         assert git(env, "rev-parse", "HEAD", cwd=c).stdout.strip() == new
         git(env, "fsck", cwd=c)
-        git(env, *v, "fetch", "-q", "--unshallow", cwd=c, check=False)
+        # Deepening an existing shallow clone is refused with a clear error
+        # (never a "success" that leaves the clone shallow): docs/http.md.
+        p = git(env, *v, "fetch", "-q", "--unshallow", cwd=c, check=False)
+        assert p.returncode != 0 and "--unshallow is not supported" in p.stderr, p.stderr
+        p = git(env, *v, "fetch", "-q", "--deepen=1", cwd=c, check=False)
+        assert p.returncode != 0
+        assert git(env, "rev-list", "--count", "HEAD", cwd=c).stdout.strip() == "3"
+        assert (c / ".git" / "shallow").exists()
+        git(env, "fsck", cwd=c)
     finally:
         server.stop()
 
