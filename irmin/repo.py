@@ -109,8 +109,8 @@ class Repo:
         *,
         contents: Contents = BYTES,
         fmt: ObjectFormat = SHA1,
-        cache_entries: int = 500_000,
-        blob_cache_bytes: int = 32 << 20,
+        cache_entries: int = 200_000,
+        blob_cache_bytes: int = 16 << 20,
     ) -> None:
         self.backend = backend
         self.fmt = fmt
