@@ -14,7 +14,7 @@ import click
 import irmin
 from irmin import contents as contents_mod
 
-from . import cli_branches, cli_history, cli_maint, cli_serve, cli_store, cli_watch
+from . import cli_branches, cli_history, cli_maint, cli_serve, cli_store, cli_watch, cli_xenstored
 from .cli_common import DEFAULT_STORE, Env, IrminGroup, contents_callback
 
 
@@ -51,7 +51,4 @@ main.add_command(cli_maint.gc)
 main.add_command(cli_maint.copy)
 main.add_command(cli_maint.snapshot)
 main.add_command(cli_serve.serve)
-
-from .cli_xenstored import xenstored  # noqa: E402  (xenstored: its own module)
-
-main.add_command(xenstored)
+main.add_command(cli_xenstored.xenstored)
