@@ -397,42 +397,17 @@ class LmdbBackend(Backend):
                 h._notify(changes)
         return True
 
-    def remove_many(self, oids: Iterable[bytes]) -> int:
+    def _deleting(self, op: Callable[[lmdb.Transaction], _T], what: str) -> _T:
+        """Run ``op(txn)`` in one write transaction (deletes copy pages too,
+        so the map may have to grow), retrying after a remap or growth."""
         self._check_writable()
-        keys = list(oids)
-        s = self._s
-        with s.write_lock:
-            self._check_open()
-            while True:
-                try:
-                    with self._env.begin(write=True, db=self._odb) as txn:
-                        return sum(1 for k in keys if txn.delete(k))
-                except lmdb.MapResizedError:
-                    s.resize(0)
-                except lmdb.MapFullError as e:  # deletes copy pages too
-                    size = self._env.info()["map_size"]
-                    if size >= s.max_map_size:
-                        raise StoreFull("LMDB map is full") from e
-                    s.resize(min(size * 2, s.max_map_size))
-                except lmdb.Error as e:
-                    raise _convert(e, "remove_many") from e
-
-    def remove_many_if_refs_unchanged(self, oids: Iterable[bytes], token: object) -> int | None:
-        """gc's sweep step: delete ``oids`` only if no ref changed since
-        :meth:`refs_token` returned ``token``; ``None`` (nothing deleted) if
-        one did. The check and the deletes are one write transaction, so no
-        writer's commit can land in between (see irmin.gc)."""
-        self._check_writable()
-        keys = list(oids)
         s = self._s
         with s.write_lock:
             self._check_open()
             while True:
                 try:
                     with self._env.begin(write=True) as txn:
-                        if txn.get(_COUNTER, db=self._mdb) != token:
-                            return None
-                        return sum(1 for k in keys if txn.delete(k, db=self._odb))
+                        return op(txn)
                 except lmdb.MapResizedError:
                     s.resize(0)
                 except lmdb.MapFullError as e:
@@ -441,7 +416,28 @@ class LmdbBackend(Backend):
                         raise StoreFull("LMDB map is full") from e
                     s.resize(min(size * 2, s.max_map_size))
                 except lmdb.Error as e:
-                    raise _convert(e, "remove_many_if_refs_unchanged") from e
+                    raise _convert(e, what) from e
+
+    def remove_many(self, oids: Iterable[bytes]) -> int:
+        keys = list(oids)
+        odb = self._odb
+        return self._deleting(lambda txn: sum(1 for k in keys if txn.delete(k, db=odb)),
+                              "remove_many")
+
+    def remove_many_if_refs_unchanged(self, oids: Iterable[bytes], token: object) -> int | None:
+        """gc's sweep step: delete ``oids`` only if no ref changed since
+        :meth:`refs_token` returned ``token``; ``None`` (nothing deleted) if
+        one did. The check and the deletes are one write transaction, so no
+        writer's commit can land in between (see irmin.gc)."""
+        keys = list(oids)
+        odb, mdb = self._odb, self._mdb
+
+        def sweep(txn: lmdb.Transaction) -> int | None:
+            if txn.get(_COUNTER, db=mdb) != token:
+                return None
+            return sum(1 for k in keys if txn.delete(k, db=odb))
+
+        return self._deleting(sweep, "remove_many_if_refs_unchanged")
 
     def _check_writable(self) -> None:
         self._check_open()
