@@ -25,12 +25,24 @@ import click
 @click.option("--domain-dir", default=None,
               help="Directory of per-domain sockets: connecting to DIR/N makes you domain N once "
                    "introduced (default: SOCKET.d).")
+@click.option("--quota", "quotas", multiple=True, metavar="NAME=N",
+              help="Set a quota for unprivileged domains (nodes, watches, transactions, outstanding, "
+                   "transaction-nodes, node-size, path-max, permissions); repeatable.")
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 @click.pass_context
 def xenstored(ctx: click.Context, socket_path: str, store: str | None, branch: str, durable: bool | None,
-              commit_interval: float | None, domain_dir: str | None, verbose: bool) -> None:
+              commit_interval: float | None, domain_dir: str | None, quotas: tuple[str, ...],
+              verbose: bool) -> None:
     """Serve the Xenstore wire protocol, the tree kept as a store branch."""
     from irmin.server.xenstore.daemon import serve
+
+    from irmin.server.xenstore.quota import Quota
+
+    quota = Quota()
+    for q in quotas:
+        name, _, val = q.partition("=")
+        if not val.isdigit() or not quota.set(name, int(val)):
+            raise click.BadParameter(f"bad quota {q!r}", param_hint="--quota")
 
     if store is None:
         env = ctx.obj
@@ -50,7 +62,7 @@ def xenstored(ctx: click.Context, socket_path: str, store: str | None, branch: s
         uvloop = None
     if uvloop is not None:
         uvloop.run(serve(socket_path, store, branch, durable=durable, commit_interval=commit_interval,
-                         domain_dir=domain_dir, ready=ready))
+                         domain_dir=domain_dir, quota=quota, ready=ready))
     else:
         asyncio.run(serve(socket_path, store, branch, durable=durable, commit_interval=commit_interval,
-                          domain_dir=domain_dir, ready=ready))
+                          domain_dir=domain_dir, quota=quota, ready=ready))

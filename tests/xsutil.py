@@ -90,12 +90,15 @@ def start_ours(tmp: Path, store: str = "memory:", *args: str, name: str = "ours"
     return d
 
 
-def start_reference(tmp: Path, ocaml: bool = False, *args: str) -> Daemon:
+def start_reference(tmp: Path, ocaml: bool = False, *args: str,
+                    daemon_args: tuple[str, ...] = ()) -> Daemon:
     d = tmp / ("oref" if ocaml else "ref")
     cmd = [str(XSREF / "start-reference-xenstored.sh")]
     if ocaml:
         cmd.append("--oxenstored")
     cmd += [*args, str(d)]
+    if daemon_args:
+        cmd += ["--", *daemon_args]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()
     daemon = Daemon(None, str(d / "socket"), pid=int(out[-1]), log=d / "daemon.log")
     _started.append(daemon)

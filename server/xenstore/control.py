@@ -57,8 +57,10 @@ def run(server: Server, args: list[bytes]) -> bytes:
             d = int(rest[0])
             if d not in server.domains:
                 raise XsError("ENOENT")
-            return (f"Domain {d}:\nnodes      : {server.counts.get(d)}\n"
-                    f"watches    : {server.domain_watches(d)}\n").encode() + b"\0"
+            vals = (("nodes", server.counts.get(d)), ("watches", server.domain_watches(d)),
+                    ("transactions", server.domain_transactions(d)),
+                    ("outstanding", server.domain_outstanding(d)), ("memory", 0))
+            return (f"Domain {d}:\n" + "".join(f"{k:<16}: {v:8d}\n" for k, v in vals)).encode() + b"\0"
         raise XsError("EINVAL")
     if cmd == "quota-soft":
         return b"Quota settings:\n\0"

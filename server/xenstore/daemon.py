@@ -294,6 +294,33 @@ class Server:
         # the task, before the next request of this connection is handled.
         self._pending_open = self.loop.create_task(open_())
 
+    def remove_orphans(self, domid: int) -> None:
+        """C ``domain_tree_remove``: a released domain's nodes are deleted
+        (each node it owns with its subtree, in tree order), with the watch
+        events of an RM."""
+        if not self.counts.get(domid):
+            return
+        found: list[str] = []
+
+        def walk(n: Node, path: str) -> None:
+            for name, c in n.children.items():
+                p = path + "/" + name if path != "/" else "/" + name
+                if c.perms[0][1] == domid:
+                    found.append(p)
+                else:
+                    walk(c, p)
+
+        walk(self.root, "/")
+        if not found:
+            return
+        who = Caller(0, True, None, counts=self.counts)
+        events: list[nodes.Event] = []
+        root = self.root
+        for p in found:
+            root = nodes.rm(root, paths.split(p), p, who, events)
+        self.root = root
+        self.changed(f"RELEASE dom{domid}: {len(found)} orphaned nodes removed", events)
+
     def close_domain(self, dom: Domain) -> None:
         if dom.server is not None:
             dom.server.close()  # type: ignore[attr-defined]
@@ -304,7 +331,19 @@ class Server:
 
     # -- helpers --------------------------------------------------------------------
 
+    def domain_outstanding(self, domid: int) -> int:
+        dom = self.domains.get(domid)
+        return dom.outstanding if dom is not None else 0
+
+    def domain_transactions(self, domid: int) -> int:
+        dom = self.domains.get(domid)
+        conns = dom.conns if dom is not None else [c for c in self.conns if c.domid == domid]
+        return sum(len(c.txs) for c in conns)
+
     def domain_watches(self, domid: int) -> int:
+        dom = self.domains.get(domid)
+        if dom is not None:
+            return sum(len(c.watches) for c in dom.conns)
         return sum(len(c.watches) for c in self.conns if c.domid == domid)
 
     def check(self) -> None:
@@ -324,6 +363,7 @@ class Server:
 def _read(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
     path, parts = s.path(conn, onearg(payload))
     if tx is not None:
+        tx.access(parts)
         tx.touch(V, parts)
         root = tx.root
     else:
@@ -341,6 +381,7 @@ def _read(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -
 def _directory(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
     path, parts = s.path(conn, onearg(payload))
     if tx is not None:
+        tx.access(parts)
         tx.touch(C, parts)
     n = nodes.get(tx.root if tx else s.root, parts, s._caller(conn), P.READ)
     if not n.children:
@@ -354,6 +395,7 @@ def _directory_part(s: Server, conn: Connection, tx: Transaction | None, payload
         raise XsError("EINVAL")
     path, parts = s.path(conn, args[0])
     if tx is not None:
+        tx.access(parts)
         tx.touch(C, parts)
     n = nodes.get(tx.root if tx else s.root, parts, s._caller(conn), P.READ)
     try:
@@ -375,6 +417,7 @@ def _directory_part(s: Server, conn: Connection, tx: Transaction | None, payload
 def _get_perms(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
     path, parts = s.path(conn, onearg(payload))
     if tx is not None:
+        tx.access(parts)
         tx.touch(V, parts)
     n = nodes.get(tx.root if tx else s.root, parts, s._caller(conn), P.READ)
     return P.encode(n.perms)
@@ -388,6 +431,7 @@ def _write(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) 
     value = payload[i + 1:]
     who = s._caller(conn)
     if tx is not None:
+        tx.access(parts, "w")
         tx.touch_path(parts)
         tx.apply(nodes.write, parts, path, value)
         return OK
@@ -401,6 +445,7 @@ def _mkdir(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) 
     path, parts = s.path(conn, onearg(payload))
     who = s._caller(conn)
     if tx is not None:
+        tx.access(parts, "w")
         tx.touch_path(parts)
         tx.apply(nodes.mkdir, parts, path)
         return OK
@@ -416,6 +461,7 @@ def _rm(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> 
     path, parts = s.path(conn, onearg(payload))
     who = s._caller(conn)
     if tx is not None:
+        tx.access(parts, "rm")
         tx.touch(S, parts)
         tx.apply(nodes.rm, parts, path)
         return OK
@@ -443,6 +489,7 @@ def _set_perms(s: Server, conn: Connection, tx: Transaction | None, payload: byt
     path, parts = s.path(conn, args[0])
     who = s._caller(conn)
     if tx is not None:
+        tx.access(parts)
         tx.touch(V, parts)
         tx.apply(nodes.set_perms, parts, path, new_perms)
         return OK
@@ -467,7 +514,8 @@ def _watch(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) 
     for w in conn.watches:
         if w.path == path and w.token == token:
             raise XsError("EEXIST")
-    if not conn.privileged and len(conn.watches) >= s.quota.watches:
+    # C: E2BIG once the domain holds *more* than the quota (quota + 1 fit)
+    if not conn.privileged and s.domain_watches(conn.domid) > s.quota.watches:
         raise XsError("E2BIG")
     conn.watches.append(Watch.make(path, token, relative))
     s.nwatches += 1
@@ -495,7 +543,8 @@ def _unwatch(s: Server, conn: Connection, tx: Transaction | None, payload: bytes
 def _tx_start(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
     if tx is not None:
         raise XsError("EBUSY")
-    if not conn.privileged and len(conn.txs) >= s.quota.transactions:
+    # C: ENOSPC once the domain holds *more* than the quota (quota + 1 fit)
+    if not conn.privileged and s.domain_transactions(conn.domid) > s.quota.transactions:
         raise XsError("ENOSPC")
     tid = conn.next_tx
     while tid == 0 or tid in conn.txs:
@@ -516,6 +565,8 @@ def _tx_end(s: Server, conn: Connection, tx: Transaction | None, payload: bytes)
     if arg != b"T":
         raise XsError("EINVAL")
     del conn.txs[tx.id]
+    if tx.failed:
+        raise XsError("ENOMEM")
     root, events = tx.merge(s.root, s.counts, s._caller(conn))
     if root is not s.root:
         s.root = root
@@ -555,6 +606,7 @@ def _release(s: Server, conn: Connection, tx: Transaction | None, payload: bytes
     if dom is None:
         raise XsError("ENOENT")
     s.close_domain(dom)
+    s.remove_orphans(domid)
     s.fire_special("@releaseDomain")
     return OK
 
@@ -568,6 +620,8 @@ def _get_domain_path(s: Server, conn: Connection, tx: Transaction | None, payloa
 
 
 def _is_introduced(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    if not conn.privileged:
+        raise XsError("EACCES")
     try:
         domid = parse_domid(onearg(payload))
     except ValueError:
@@ -643,7 +697,7 @@ HANDLERS: dict[int, Handler] = {
 
 async def serve(socket_path: str, store: str, branch: str = "xenstore", *, durable: bool | None = None,
                 commit_interval: float | None = None, domain_dir: str | None = None,
-                ready: Callable[[Server], None] | None = None) -> None:
+                quota: Quota | None = None, ready: Callable[[Server], None] | None = None) -> None:
     """Run a xenstored until SIGTERM/SIGINT."""
     repo = irmin.open(store)
     if durable is None:
@@ -651,7 +705,7 @@ async def serve(socket_path: str, store: str, branch: str = "xenstore", *, durab
     if commit_interval is None:
         commit_interval = 0.0 if durable else 0.02
     storage = Storage(repo, branch, durable=durable, interval=commit_interval)
-    server = Server(storage, domain_dir=domain_dir if domain_dir is not None else socket_path + ".d")
+    server = Server(storage, quota=quota, domain_dir=domain_dir if domain_dir is not None else socket_path + ".d")
     await server.start(socket_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ class Domain:
     server: object | None = None   # the asyncio server of its socket
     socket_path: str | None = None
     conns: set = field(default_factory=set)  # type: ignore[type-arg]
+    outstanding: int = 0           # requests whose reply (or events) are not yet sent
 
 
 _ATOI = re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)")

@@ -26,6 +26,9 @@ from .wire import XsError
 
 _gen = itertools.count(1)
 
+#: struct xs_tdb_record_hdr (generation, num_perms, datalen, childlen), padded
+NODE_HDR = 24
+
 
 def next_gen() -> int:
     return next(_gen)
@@ -61,8 +64,10 @@ class Node:
         return Node(self.value, self.perms, ch, self.gen, cgen)
 
     def size(self) -> int:
-        """The C daemon's node size for the node-size quota."""
-        return len(self.value) + 8 * len(self.perms) + sum(len(n) + 1 for n in self.children)
+        """The C daemon's node size for the node-size quota (its record:
+        a 24-byte header, 8 bytes a perm, the value, the child names);
+        ENOSPC when it reaches the quota."""
+        return NODE_HDR + len(self.value) + 8 * len(self.perms) + sum(len(n) + 1 for n in self.children)
 
     def count(self) -> int:
         return 1 + sum(c.count() for c in self.children.values())
@@ -116,6 +121,11 @@ class Counts:
         v = self.delta.get(domid, 0)
         return v + self.base.get(domid) if self.base is not None else v
 
+    def quota_count(self, domid: int) -> int:
+        """The count the nodes quota checks: a transaction's own creations
+        are not counted until it commits (as the C daemon does)."""
+        return self.base.get(domid) if self.base is not None else self.delta.get(domid, 0)
+
     def add(self, domid: int, n: int) -> None:
         self.delta[domid] = self.delta.get(domid, 0) + n
 
@@ -146,9 +156,10 @@ class Caller:
 Event = tuple[str, bool, P.Perms]
 
 
-def _hidden_errno(root: Node, parts: list[str], who: Caller, errnum: str) -> str:
-    """C ``errno_from_parents``: ENOENT becomes EACCES unless the caller may
-    read the nearest existing ancestor."""
+def _hidden_errno(root: Node, parts: list[str], who: Caller, errnum: str, need: int = P.READ) -> str:
+    """C ``errno_from_parents``: ENOENT becomes EACCES unless the nearest
+    existing ancestor grants the caller some of the access ``need`` (READ
+    for reads, WRITE to create or remove)."""
     if who.privileged:
         return errnum
     n = root
@@ -158,14 +169,14 @@ def _hidden_errno(root: Node, parts: list[str], who: Caller, errnum: str) -> str
         if c is None:
             break
         n = best = c
-    return errnum if who.access(best.perms) & P.READ else "EACCES"
+    return errnum if who.access(best.perms) & need else "EACCES"
 
 
 def get(root: Node, parts: list[str], who: Caller, need: int) -> Node:
     """The node at ``parts`` if the caller has ``need`` access (C get_node)."""
     n = lookup(root, parts)
     if n is None:
-        raise XsError(_hidden_errno(root, parts, who, "ENOENT"))
+        raise XsError(_hidden_errno(root, parts, who, "ENOENT", need))
     if not who.privileged and (who.access(n.perms) & need) != need:
         raise XsError("EACCES")
     return n
@@ -189,9 +200,12 @@ def _create(root: Node, parts: list[str], path: str, value: bytes, who: Caller,
     new_count = len(parts) - i
     if not who.privileged:
         owner = who.domid
-        if who.counts.get(owner) + new_count > who.max_nodes:
+        if who.counts.quota_count(owner) + new_count > who.max_nodes:
             raise XsError("ENOSPC")
-        if len(value) + 8 * len(inherited) > who.max_node_size:
+        if NODE_HDR + len(value) + 8 * len(inherited) >= who.max_node_size:
+            raise XsError("ENOSPC")
+        # the existing parent is rewritten with one more child name
+        if n.size() + len(parts[i]) + 1 >= who.max_node_size:
             raise XsError("ENOSPC")
     g = next_gen()
     node = Node(value, inherited, {}, g, g)
@@ -211,14 +225,15 @@ def write(root: Node, parts: list[str], path: str, value: bytes, who: Caller,
     else:
         n = lookup(root, parts)
     if n is None:
-        err = _hidden_errno(root, parts, who, "ENOENT")
+        err = _hidden_errno(root, parts, who, "ENOENT", P.WRITE)
         if err != "ENOENT":
             raise XsError(err)
         return _create(root, parts, path, value, who, events)
     if not who.privileged:
         if not who.access(n.perms) & P.WRITE:
             raise XsError("EACCES")
-        if len(value) + 8 * len(n.perms) + sum(len(c) + 1 for c in n.children) > who.max_node_size:
+        if (NODE_HDR + len(value) + 8 * len(n.perms) + sum(len(c) + 1 for c in n.children)
+                >= who.max_node_size):
             raise XsError("ENOSPC")
     new = Node(value, n.perms, n.children, next_gen(), n.cgen)
     events.append((path, False, n.perms))
@@ -231,7 +246,7 @@ def mkdir(root: Node, parts: list[str], path: str, who: Caller, events: list[Eve
         if not who.privileged and not who.access(n.perms) & P.WRITE:
             raise XsError("EACCES")
         return root
-    err = _hidden_errno(root, parts, who, "ENOENT")
+    err = _hidden_errno(root, parts, who, "ENOENT", P.WRITE)
     if err != "ENOENT":
         raise XsError(err)
     return _create(root, parts, path, b"", who, events)
@@ -247,7 +262,7 @@ def _removed(node: Node, path: str, who: Caller, events: list[Event]) -> None:
 def rm(root: Node, parts: list[str], path: str, who: Caller, events: list[Event]) -> Node:
     n = lookup(root, parts)
     if n is None:
-        err = _hidden_errno(root, parts, who, "ENOENT")
+        err = _hidden_errno(root, parts, who, "ENOENT", P.WRITE)
         if err != "ENOENT":
             raise XsError(err)
         if lookup(root, parts[:-1]) is not None:
@@ -269,8 +284,11 @@ def set_perms(root: Node, parts: list[str], path: str, new_perms: P.Perms, who: 
     if not who.privileged and len(new_perms) > who.max_perms:
         raise XsError("ENOSPC")
     n = get(root, parts, who, P.WRITE | P.OWNER)
-    if not who.privileged and new_perms[0][1] != n.perms[0][1]:
-        raise XsError("EPERM")
+    if not who.privileged:
+        if new_perms[0][1] != n.perms[0][1]:
+            raise XsError("EPERM")
+        if n.size() + 8 * (len(new_perms) - len(n.perms)) >= who.max_node_size:
+            raise XsError("ENOSPC")
     if new_perms[0][1] != n.perms[0][1]:
         who.counts.add(n.perms[0][1], -1)
         who.counts.add(new_perms[0][1], 1)

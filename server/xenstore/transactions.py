@@ -36,7 +36,8 @@ S = 2
 
 
 class Transaction:
-    __slots__ = ("id", "snapshot", "root", "caller", "ops", "touched", "events", "max_touched")
+    __slots__ = ("id", "snapshot", "root", "caller", "ops", "touched", "events", "max_touched",
+                 "accessed", "failed")
 
     def __init__(self, id_: int, root: Node, caller: Caller, max_touched: int | None) -> None:
         self.id = id_
@@ -48,11 +49,60 @@ class Transaction:
         self.touched: set[tuple[int, tuple[str, ...]]] = set()
         self.events: list[Event] = []
         self.max_touched = max_touched
+        self.accessed: set[tuple[str, ...]] = set()
+        self.failed = False  # C trans->fail: END T answers ENOMEM
 
     def touch(self, kind: int, parts: list[str]) -> None:
         self.touched.add((kind, tuple(parts)))
-        if self.max_touched is not None and len(self.touched) > self.max_touched:
-            raise XsError("ENOSPC")
+
+    def access(self, parts: list[str], op: str = "r") -> None:
+        """The transaction-nodes quota, counted as the C daemon does: the
+        distinct nodes it reads or writes, missing ones included, plus the
+        nearest existing ancestor of a missing node (read for its perms, or
+        rewritten with a new child), and for RM the subtree and the parent.
+        ``op``: ``r`` read or write, ``rm``."""
+        if self.max_touched is None:
+            return
+        n = self.root
+        i = 0
+        for p in parts:
+            c = n.children.get(p)
+            if c is None:
+                break
+            n = c
+            i += 1
+        new: list[tuple[str, ...]] = []
+        if i == len(parts):
+            new.append(tuple(parts))
+            if op == "rm" and parts:
+                new.append(tuple(parts[:-1]))
+                stack = [(tuple(parts), n)]
+                while stack:
+                    t, m = stack.pop()
+                    for name, c in m.children.items():
+                        new.append(t + (name,))
+                        stack.append((t + (name,), c))
+        else:
+            # missing nodes are recorded too (C: a later creation conflicts)
+            new.append(tuple(parts[:i]))
+            new.extend(tuple(parts[:j]) for j in range(i + 1, len(parts) + 1))
+        acc = self.accessed
+        for t in new:
+            if t not in acc:
+                if len(acc) >= self.max_touched:
+                    self.failed = True
+                    raise XsError("ENOSPC")
+                acc.add(t)
+
+    @staticmethod
+    def _check_nodes(counts: Counts, caller: Caller) -> None:
+        """C ``acc_fix_domains`` at commit: an unprivileged transaction may
+        not leave a domain above its nodes quota."""
+        if caller.privileged:
+            return
+        for d, n in counts.delta.items():
+            if n > 0 and counts.get(d) > caller.max_nodes:
+                raise XsError("ENOSPC")
 
     def touch_path(self, parts: list[str]) -> None:
         """A write touches the node itself (``V``). Its ancestors are not
@@ -89,6 +139,7 @@ class Transaction:
         """The new current root; XsError("EAGAIN") on a real conflict.
         Counts are folded into ``global_counts`` only on success."""
         if current is self.snapshot:
+            self._check_nodes(self.caller.counts, caller)
             self.caller.counts.commit()
             return self.root, self.events
         if not self.ops:
@@ -107,5 +158,6 @@ class Transaction:
                 root = fn(root, *args, who, events)
         except XsError:
             raise XsError("EAGAIN") from None
+        self._check_nodes(layer, caller)
         layer.commit()
         return root, events
