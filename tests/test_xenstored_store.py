@@ -229,3 +229,48 @@ def test_dead_connections_dropped(tmp_path: Path) -> None:
     assert b"connections: 1" in b.req(0, b"stats\0")[3]
     b.close()
     assert d.stop() == 0
+
+
+def test_outstanding_requests_quota(tmp_path: Path) -> None:
+    """C ``quota_req_outstanding``: a guest that does not read its replies
+    stops being read once 20 of them are unsent; nothing is lost, and dom0
+    (no quota) is served meanwhile."""
+    import socket as _socket
+    import struct as _struct
+
+    d = start_ours(tmp_path)
+    dom0 = Client(d.socket)
+    g = guest(d, dom0, 5)
+    assert g.req(11, b"big\0" + b"x" * 2000)[3] == b"OK\0"
+    pkt = _struct.pack("<IIII", 2, 0, 0, 4) + b"big\0"
+    g.s.setblocking(False)
+    sent = 0
+    blocked = False
+    rest = b""
+    for _ in range(400_000):
+        try:
+            n = g.s.send(pkt)
+        except BlockingIOError:
+            blocked = True
+            break
+        if n < len(pkt):  # the rest of this packet goes after the replies
+            rest = pkt[n:]
+            blocked = True
+            break
+        sent += 1
+    assert blocked, "the daemon kept reading a guest that reads no replies"
+    time.sleep(0.2)
+    q = dom0.req(0, b"quota\0" b"5\0")[3]
+    assert b"outstanding     :       20\n" in q, q
+    assert dom0.write("/dom0/still", b"served") == b"OK\0"
+    g.s.settimeout(10)
+    for i in range(sent):
+        t, _, _, p = g.packet()
+        assert t == 2 and p == b"x" * 2000, i
+    if rest:
+        g.s.sendall(rest)
+        assert g.packet()[3] == b"x" * 2000
+    assert b"outstanding     :        0\n" in dom0.req(0, b"quota\0" b"5\0")[3]
+    assert g.req(2, b"big\0")[3] == b"x" * 2000
+    g.close(), dom0.close()
+    assert d.stop() == 0

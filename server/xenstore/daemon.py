@@ -54,8 +54,15 @@ class Connection(asyncio.Protocol):
         self.watches: list[Watch] = []
         self.txs: dict[int, Transaction] = {}
         self.next_tx = 1
-        self.held: list[tuple[int, bytes]] = []
+        self.held: list[tuple[int, bytes, bool]] = []
         self.closed = False
+        # outstanding-requests quota (unprivileged): replies not yet handed
+        # to the kernel, and requests waiting until there are fewer
+        self.dom: Domain | None = None
+        self.backlog: list[tuple[int, int, int, bytes]] = []
+        self.write_paused = False
+        self.read_paused = False
+        self.buffered = 0
         q = server.quota
         self.caller = Caller(domid, privileged, None, q.nodes, q.node_size, q.permissions,
                              server.counts)
@@ -65,6 +72,19 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.conns[self] = None
+        if not self.privileged:
+            self.dom = self.server.domains.get(self.domid)
+            # pause_writing as soon as a reply cannot go to the kernel at once
+            transport.set_write_buffer_limits(high=0)  # type: ignore[attr-defined]
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        n, self.buffered = self.buffered, 0
+        if n:
+            self._sent(n)  # may queue new replies (buffered again)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -76,11 +96,61 @@ class Connection(asyncio.Protocol):
         except wire.Oversize:
             self.abort()
             return
+        if self.dom is not None:
+            self.backlog.extend(packets)
+            self.process()
+            return
         handle = self.server.handle
         for t, rid, txid, payload in packets:
             if self.closed:
                 return
             handle(self, t, rid, txid, payload)
+
+    def process(self) -> None:
+        """C ``domain_can_read``: an unprivileged domain's requests are
+        read only while fewer than the ``outstanding`` quota of its replies
+        are unsent; the rest wait (and the socket is no longer read)."""
+        dom = self.dom
+        assert dom is not None
+        handle = self.server.handle
+        quota = self.server.quota
+        backlog = self.backlog
+        i = 0
+        while i < len(backlog) and not self.closed and dom.outstanding < quota.outstanding:
+            t, rid, txid, payload = backlog[i]
+            i += 1
+            handle(self, t, rid, txid, payload)
+        del backlog[:i]
+        if self.transport is None or self.closed:
+            return
+        if backlog and not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+            self.server.loop.call_later(0.002, self._poll)  # type: ignore[union-attr]
+        elif not backlog and self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _poll(self) -> None:
+        """While requests wait: the transport may have drained without a
+        ``resume_writing`` (seen with uvloop), so look at it."""
+        if self.closed or not self.backlog or self.transport is None:
+            return
+        if self.buffered and self.transport.get_write_buffer_size() == 0:
+            self.resume_writing()
+        if self.backlog and self.read_paused and not self.closed:
+            self.server.loop.call_later(0.002, self._poll)  # type: ignore[union-attr]
+
+    def _sent(self, n: int) -> None:
+        dom = self.dom
+        if dom is None:
+            return
+        was = dom.outstanding
+        dom.outstanding -= n
+        if was >= self.server.quota.outstanding > dom.outstanding:
+            for c in list(dom.conns):
+                if c.backlog and not c.closed:
+                    c.process()
 
     def abort(self) -> None:
         if not self.closed:
@@ -91,23 +161,35 @@ class Connection(asyncio.Protocol):
 
     # -- output -------------------------------------------------------------------
 
-    def send(self, data: bytes, seq: int = 0) -> None:
+    def send(self, data: bytes, seq: int = 0, reply: bool = False) -> None:
         if self.held or seq > self.server.storage.done:
-            self.held.append((seq, data))
+            self.held.append((seq, data, reply))
             self.server.holding[self] = None
+            if reply and self.dom is not None:
+                self.dom.outstanding += 1
         elif self.transport is not None:
             self.transport.write(data)
+            if reply and self.write_paused and self.dom is not None:
+                self.dom.outstanding += 1
+                self.buffered += 1
 
     def release(self, done: int) -> None:
         held = self.held
         i = 0
         out = []
+        replies = 0
         while i < len(held) and held[i][0] <= done:
             out.append(held[i][1])
+            replies += held[i][2]
             i += 1
         del held[:i]
         if out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out))
+            if self.write_paused:  # still unsent: now in the transport
+                self.buffered += replies
+                replies = 0
+        if replies:
+            self._sent(replies)
 
 
 Handler = Callable[["Server", Connection, "Transaction | None", bytes], bytes]
@@ -192,6 +274,11 @@ class Server:
             dom = self.domains.get(conn.domid)
             if dom is not None:
                 dom.conns.discard(conn)
+            if conn.dom is not None:  # its unsent replies are gone
+                conn.dom.outstanding -= conn.buffered + sum(h[2] for h in conn.held)
+                conn.buffered = 0
+                conn.held.clear()
+                conn.backlog.clear()
 
     def _durable(self, done: int) -> None:
         if self.holding:
@@ -215,13 +302,13 @@ class Server:
             self._seq = 0
             out = h(self, conn, tx, payload)
         except XsError as e:
-            conn.send(encode_error(rid, txid, e.name))
+            conn.send(encode_error(rid, txid, e.name), 0, True)
             return
         seq = self._seq
         if seq and self.storage.durable:
-            conn.send(encode(t, rid, txid, out), seq)
+            conn.send(encode(t, rid, txid, out), seq, True)
         else:
-            conn.send(encode(t, rid, txid, out))
+            conn.send(encode(t, rid, txid, out), 0, True)
         if self._after is not None:
             conn.send(self._after)
             self._after = None
@@ -247,6 +334,9 @@ class Server:
         for c in self.conns:
             if not c.watches:
                 continue
+            # C drops an event identical to one still pending for the
+            # connection: within one request, each (path, token) once
+            seen: set[bytes] | None = None
             for path, exact, perms in events:
                 if not c.privileged and not c.caller.access(perms) & P.READ:
                     continue
@@ -255,6 +345,12 @@ class Server:
                         shown = paths.relative_to(path, c.home) if w.relative else path
                         ev = _encode_event(shown.encode(), w.token)
                         if ev is not None:
+                            if seen is None:
+                                seen = {ev}
+                            elif ev in seen:
+                                continue
+                            else:
+                                seen.add(ev)
                             c.send(ev)
 
     def fire_special(self, name: str) -> None:
@@ -568,6 +664,15 @@ def _tx_end(s: Server, conn: Connection, tx: Transaction | None, payload: bytes)
     if tx.failed:
         raise XsError("ENOMEM")
     root, events = tx.merge(s.root, s.counts, s._caller(conn))
+    if len(events) > 1:  # C: one event per node the transaction changed
+        seen: set[tuple[str, bool]] = set()
+        uniq = []
+        for ev in events:
+            k = (ev[0], ev[1])
+            if k not in seen:
+                seen.add(k)
+                uniq.append(ev)
+        events = uniq
     if root is not s.root:
         s.root = root
         s.changed(f"TRANSACTION dom{conn.domid} ({len(tx.ops)} ops)", events)
