@@ -41,12 +41,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .boundary import BOUNDARY_REF, boundary_update, read_boundary
-from .errors import MalformedObject, MissingObject
+from .errors import MalformedObject, MissingObject, StoreError
 from .objects import BLOB_MODES, MODE_TREE
 from .progress import bar
 
@@ -66,6 +67,8 @@ class GcStats:
     remarks: int = 0  # times the sweep re-marked because refs moved
     packed_kept: int = 0  # git: unreachable objects inside packs (not deleted)
     compacted: bool = False
+    bytes_before: int = 0  # block: live log bytes before/after compaction
+    bytes_after: int = 0
     dry_run: bool = False
     seconds: float = 0.0
 
@@ -81,7 +84,7 @@ class GcStats:
         if self.packed_kept:
             s += f"; {self.packed_kept} unreachable objects are in git packs (run git repack -a -d)"
         if self.compacted:
-            s += "; compacted"
+            s += f"; compacted {self.bytes_before} -> {self.bytes_after} bytes"
         return s
 
 
@@ -208,7 +211,8 @@ def _remove(backend: Any, oids: list[bytes], token: object) -> int | None:
 
 
 def gc(repo: Repo, *, keep_last: int | None = None, dry_run: bool = False,
-       progress: bool | None = None, batch: int = 2000, compact: bool = True) -> GcStats:
+       progress: bool | None = None, batch: int = 2000, compact: bool = True,
+       max_retries: int = 200) -> GcStats:
     """Delete every object no ref reaches (see the module docstring)."""
     if keep_last is not None and keep_last < 1:
         raise ValueError("keep_last must be at least 1")
@@ -246,20 +250,30 @@ def gc(repo: Repo, *, keep_last: int | None = None, dry_run: bool = False,
             m.marked.add(old_blob)
 
         def remark() -> tuple[object, dict[str, bytes]]:
-            nonlocal new_boundary
-            tok = backend.refs_token()
-            now = backend.list_refs()
-            for name, oid in sorted(now.items()):
-                if name == BOUNDARY_REF:
-                    m.marked.add(oid)
-                elif refs.get(name) != oid:
-                    m.root(oid)
-            if keep_last is not None:  # a ref moved to a new window may cut more
-                nb = m.boundary()
-                if nb != new_boundary:
-                    new_boundary = nb
-                    record_boundary(nb)
-                    return remark()
+            """Mark from every ref that moved; the token is read before the
+            refs, so it covers exactly what was marked (a later change makes
+            the next conditional delete fail). A few passes, so that the
+            last one is short and the next delete likely to succeed, but
+            bounded: with writers committing without pause, every pass finds
+            a moved ref."""
+            nonlocal new_boundary, refs
+            for _pass in range(3):
+                tok = backend.refs_token()
+                now = backend.list_refs()
+                moved = [(n, o) for n, o in sorted(now.items()) if refs.get(n) != o]
+                if not moved:
+                    break
+                for name, oid in moved:
+                    if name == BOUNDARY_REF:
+                        m.marked.add(oid)
+                    else:
+                        m.root(oid)
+                refs = now
+                if keep_last is not None:  # a ref moved to a new window may cut more
+                    nb = m.boundary()
+                    if nb != new_boundary:
+                        new_boundary = nb
+                        record_boundary(nb)
             return tok, now
 
         if not dry_run:
@@ -275,14 +289,23 @@ def gc(repo: Repo, *, keep_last: int | None = None, dry_run: bool = False,
         return stats
 
     with bar(progress, "gc sweep", total=len(dead)) as pb:
-        i = 0
+        i = failures = 0
         while i < len(dead):
             chunk = [o for o in dead[i:i + batch] if o not in m.marked]
             n = _remove(backend, chunk, token) if chunk else 0
             if n is None:
                 stats.remarks += 1
+                failures += 1
+                if failures > max_retries:
+                    raise StoreError(
+                        f"gc: refs changed before each of {max_retries} delete attempts "
+                        f"(writers too busy); {stats.removed} objects removed so far, "
+                        "nothing live was touched; run gc again")
+                if failures > 8:  # let a burst of commits pass
+                    time.sleep(random.uniform(0, 0.002 * min(failures, 50)))
                 token, refs = remark()
                 continue
+            failures = 0
             stats.removed += n
             pb.update(min(batch, len(dead) - i))
             i += batch
@@ -292,8 +315,10 @@ def gc(repo: Repo, *, keep_last: int | None = None, dry_run: bool = False,
         stats.packed_kept = _git_packed_dead(backend, [o for o in dead if o not in m.marked])
     compactor = getattr(backend, "compact", None)
     if compact and compactor is not None and stats.removed:
-        compactor()
+        cs = compactor()
         stats.compacted = True
+        stats.bytes_before = getattr(cs, "used_before", 0)
+        stats.bytes_after = getattr(cs, "used_after", 0)
     stats.seconds = time.perf_counter() - t0
     return stats
 
@@ -314,7 +339,8 @@ def store_usage(backend: Any) -> dict[str, int]:
         st = stats()
         return {"objects": st["objects"], "bytes": st.get("object_bytes", 0)}
     if isinstance(stats, dict):  # block (a property)
-        return {"objects": stats["objects"], "bytes": stats["log_end"] - stats["log_start"]}
+        used = stats.get("log_used", stats["log_end"] - stats["log_start"])
+        return {"objects": stats["objects"], "bytes": used}
     gitdir = getattr(backend, "gitdir", None)
     if gitdir is not None:
         import os

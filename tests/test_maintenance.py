@@ -1,0 +1,429 @@
+"""fsck, gc, copy and snapshot on every backend (real files, real processes)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import irmin
+from irmin.copy import copy, snapshot
+from irmin.fsck import fsck
+from irmin.gc import gc, store_usage
+
+BACKENDS: dict[str, Callable[[Path, str], str]] = {
+    "memory": lambda d, tag: f"memory:maint-{d}-{tag}",
+    "lmdb": lambda d, tag: f"lmdb:{d / (tag + '.lmdb')}",
+    "git": lambda d, tag: f"git:{d / (tag + '.git')}",
+    "block": lambda d, tag: f"block:{d / (tag + '.img')}?create=1&size=256M",
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def repo(backend_name: str, tmp_path: Path) -> Iterator[irmin.Repo]:
+    r = irmin.open(BACKENDS[backend_name](tmp_path, "store"))
+    yield r
+    r.close()
+
+
+def fill(repo: irmin.Repo, n: int = 40, branch: str = "main") -> irmin.Store:
+    s = repo.branch(branch)
+    for i in range(n):
+        s.set(f"dir{i % 3}/sub{i % 2}/k{i % 7}", b"value %d %s" % (i, branch.encode()))
+    return s
+
+
+def all_values(tree: irmin.Tree, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], bytes]:
+    out: dict[tuple[str, ...], bytes] = {}
+    for name, kind in tree.list(prefix):
+        p = prefix + (name,)
+        if kind == "node":
+            out.update(all_values(tree, p))
+        else:
+            out[p] = tree.get(p)
+    return out
+
+
+def corrupt_object(repo: irmin.Repo, oid: bytes, raw: bytes) -> None:
+    """Store ``raw`` (not hashing to ``oid``) under ``oid``, below the checks
+    a backend makes on ``put``."""
+    b = repo.backend
+    b.remove_many([oid])
+    gitdir = getattr(b, "gitdir", None)
+    if gitdir is not None:  # git refuses bad objects on put: write the file
+        h = oid.hex()
+        os.makedirs(os.path.join(gitdir, "objects", h[:2]), exist_ok=True)
+        with open(os.path.join(gitdir, "objects", h[:2], h[2:]), "wb") as f:
+            f.write(zlib.compress(raw))
+    else:
+        b.put_many([(oid, raw)])
+
+
+# -- fsck ---------------------------------------------------------------------
+
+
+def test_fsck_clean_then_missing_then_corrupt(repo: irmin.Repo) -> None:
+    main = fill(repo)
+    report = fsck(repo, progress=False)
+    assert report.clean and report.checked > 40 and not report.dangling, report.summary()
+
+    tree = main.tree()
+    blob_id = tree.find_tree("dir1/sub0")._walk(("k3",))[1]  # type: ignore[index,union-attr]
+    sub_id = tree.find_tree("dir2").hash()  # type: ignore[union-attr]
+    raw_sub = repo.backend.get(sub_id)
+    assert raw_sub is not None
+    repo.backend.remove_many([blob_id])
+    report = fsck(repo, progress=False)
+    assert not report.clean
+    assert [p.oid for p in report.missing] == [blob_id.hex()]
+    assert report.missing[0].where.endswith("dir1/sub0/k3"), report.missing[0].where
+    assert report.missing[0].kind == "blob"
+
+    corrupt_object(repo, sub_id, raw_sub.replace(b"sub0", b"sub9"))
+    report = fsck(repo, progress=False)
+    assert [p.oid for p in report.corrupt] == [sub_id.hex()]
+    assert "hash" in report.corrupt[0].reason
+    assert report.corrupt[0].where.endswith(":dir2")
+
+    # a well-formed object of the wrong kind where a tree is expected
+    corrupt_object(repo, sub_id, b"blob 3\0abc")
+    report = fsck(repo, progress=False)
+    assert report.corrupt and report.corrupt[0].oid == sub_id.hex()
+
+
+def test_fsck_reports_dangling(repo: irmin.Repo) -> None:
+    fill(repo, 5)
+    oid, raw = repo.fmt.canonical(b"blob", b"nobody points here")
+    repo.backend.put(oid, raw)
+    report = fsck(repo, progress=False)
+    assert report.clean and report.dangling == [oid.hex()]
+
+
+def test_fsck_cli_exit_codes(tmp_path: Path) -> None:
+    from irmin.server.cli import main as cli
+
+    uri = f"lmdb:{tmp_path / 's'}"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--store", uri, "set", "a/b", "1"]).exit_code == 0
+    r = runner.invoke(cli, ["--store", uri, "fsck", "-q"])
+    assert r.exit_code == 0 and "clean" in r.output, r.output
+    with irmin.open(uri) as repo:
+        blob = repo.main().tree().find_tree("a")._walk(("b",))[1]  # type: ignore[index,union-attr]
+        repo.backend.remove_many([blob])
+    r = runner.invoke(cli, ["--store", uri, "fsck", "-q"])
+    assert r.exit_code == 1 and "missing blob" in r.output and "NOT CLEAN" in r.output, r.output
+    r = runner.invoke(cli, ["--store", uri, "fsck", "--json"])
+    assert r.exit_code == 1 and '"clean": false' in r.output
+
+
+# -- gc -----------------------------------------------------------------------
+
+
+def test_gc_removes_garbage_keeps_live(repo: irmin.Repo, backend_name: str) -> None:
+    main = fill(repo, 60)
+    fill(repo, 60, "scratch")
+    repo.delete_branch("scratch")
+    for i in range(200):  # garbage: objects of no commit at all
+        oid, raw = repo.fmt.canonical(b"blob", b"junk %d " % i + b"x" * 2000)
+        repo.backend.put(oid, raw)
+    expected = all_values(main.tree())
+    history = [c.id for c in main.history()]
+    before = store_usage(repo.backend)
+    dry = gc(repo, dry_run=True, progress=False)
+    assert dry.removed > 200 and store_usage(repo.backend) == before
+    stats = gc(repo, progress=False)
+    assert stats.removed == dry.removed and stats.kept_commits == 60
+    after = store_usage(repo.backend)
+    assert after["objects"] == before["objects"] - stats.removed
+    assert after["bytes"] < before["bytes"], (before, after)
+    if backend_name == "block":
+        assert stats.compacted and stats.bytes_after < stats.bytes_before / 2
+    report = fsck(repo, progress=False)
+    assert report.clean and not report.dangling, report.summary()
+    assert all_values(repo.main().tree()) == expected
+    assert [c.id for c in repo.main().history()] == history
+    # nothing left to do
+    assert gc(repo, progress=False).removed == 0
+
+
+def test_gc_keep_last_window(repo: irmin.Repo) -> None:
+    main = fill(repo, 50)
+    dev = fill(repo, 8, "dev")
+    ids = [c.id for c in main.history()]
+    stats = gc(repo, keep_last=10, progress=False)
+    assert stats.kept_commits == 10 + 8 and stats.boundary == 1
+    report = fsck(repo, progress=False)
+    assert report.clean and report.boundary == 1 and not report.dangling, report.summary()
+    assert [c.id for c in main.history(depth=10)] == ids[:10]
+    assert len(list(dev.history())) == 8  # dev's whole history fits its window
+    # the cut is real: the 11th newest commit is gone
+    assert not repo.backend.has(bytes.fromhex(ids[10]))
+    # more commits and a full gc later: the boundary still holds
+    main.set("new", b"1")
+    stats = gc(repo, progress=False)
+    assert stats.boundary == 1
+    assert fsck(repo, progress=False).clean
+    # a narrower window moves the boundary
+    stats = gc(repo, keep_last=3, progress=False)
+    report = fsck(repo, progress=False)
+    assert report.clean and report.boundary == 2, report.summary()  # main's and dev's
+
+
+def test_gc_keeps_objects_a_writer_recreates_during_the_sweep(
+        repo: irmin.Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The subtle race: an object is garbage when marked, then a commit
+    stores the same content again (same id: ``put`` is a no-op) and points
+    at it, before the sweep reaches it. gc must notice and keep it."""
+    import irmin.gc as gcmod
+
+    main = repo.main()
+    main.set("b", b"x")
+    repo.branch("tmp").set("a", b"resurrect me")
+    repo.delete_branch("tmp")  # its commit, tree and blob are garbage now
+    blob = repo.fmt.hash_object(b"blob", b"resurrect me")
+    assert gc(repo, dry_run=True, progress=False).removed == 3
+    real_remove = gcmod._remove
+    calls = {"n": 0}
+
+    def racing_remove(backend, oids, token):  # type: ignore[no-untyped-def]
+        if calls["n"] == 0:
+            main.set("c", b"resurrect me")  # same blob id as the garbage one
+        calls["n"] += 1
+        return real_remove(backend, oids, token)
+
+    monkeypatch.setattr(gcmod, "_remove", racing_remove)
+    stats = gc(repo, progress=False)
+    assert stats.remarks >= 1
+    report = fsck(repo, progress=False)
+    assert report.clean, report.summary()
+    assert main.get("c") == b"resurrect me" and repo.backend.has(blob)
+    assert stats.removed == 2  # the old commit and tree went
+
+
+_WRITER = """
+import sys, irmin
+repo = irmin.open(sys.argv[1])
+s = repo.branch(sys.argv[2])
+print("ready", flush=True)
+for i in range(int(sys.argv[3])):
+    c = s.set(f"p/{i % 13}", b"proc %d" % i)
+    print(c.id, flush=True)
+repo.close()
+"""
+
+
+@pytest.mark.parametrize("name", ["lmdb", pytest.param("block", marks=pytest.mark.xfail(
+    reason="block: with writers committing every few ms the sweep's 'no ref moved since "
+           "the re-mark' check rarely holds (the writer lock is taken after queued "
+           "writers commit), so gc gives up safely after max_retries; needs a sweep "
+           "hook that re-marks under the writer lock (docs/maintenance.md)",
+    run=False))])
+def test_gc_with_concurrent_readers_and_writers(name: str, tmp_path: Path) -> None:
+    uri = BACKENDS[name](tmp_path, "conc")
+    repo = irmin.open(uri)
+    base = fill(repo, 80)
+    fill(repo, 80, "garbage")
+    repo.delete_branch("garbage")
+    for i in range(300):
+        oid, raw = repo.fmt.canonical(b"blob", b"junk %d " % i + b"y" * 3000)
+        repo.backend.put(oid, raw)
+    frozen = base.head
+    assert frozen is not None
+    frozen_values = all_values(frozen.tree)
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    acked: dict[str, list[str]] = {"t0": [], "t1": []}
+
+    def writer(branch: str) -> None:
+        s = repo.branch(branch)
+        i = 0
+        try:
+            while not stop.is_set():
+                c = s.set(f"w/{i % 17}", b"%s %d" % (branch.encode(), i))
+                acked[branch].append(c.id)  # type: ignore[union-attr]
+                i += 1
+                # Writers pause 2 ms between commits: with none at all the
+                # sweep's "no ref moved" check may never hold (gc then gives
+                # up safely; see docs/maintenance.md).
+                time.sleep(0.002)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                assert all_values(frozen.tree) == frozen_values
+                head = repo.head("t0")
+                if head is not None:
+                    all_values(head.tree)
+        except BaseException as e:  # pragma: no cover
+            errors.append(e)
+
+    proc = None
+    if name == "lmdb":  # and a writer in another process
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, uri.split("?")[0], "proc", "100000"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout.readline() == b"ready\n"  # type: ignore[union-attr]
+    threads = [threading.Thread(target=writer, args=(b,)) for b in acked]
+    threads += [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    before = store_usage(repo.backend)
+    try:
+        time.sleep(0.2)
+        runs = [gc(repo, progress=False) for _ in range(3)]
+        time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        proc_acked: list[str] = []
+        if proc is not None:
+            proc.terminate()
+            out, err = proc.communicate()
+            proc_acked = [ln for ln in out.decode().split("\n")[1:-1] if ln]
+    assert not errors, errors
+    assert sum(r.removed for r in runs) > 300
+    assert all(len(v) > 5 for v in acked.values()), {k: len(v) for k, v in acked.items()}
+    if proc is not None:
+        assert len(proc_acked) > 5, err.decode()[-2000:]
+    after = store_usage(repo.backend)
+    assert after["bytes"] < before["bytes"], (before, after)
+
+    report = fsck(repo, progress=False)
+    assert report.clean, report.summary() + str(report.missing[:5])
+    for ids in [*acked.values(), proc_acked]:
+        for cid in ids:  # every commit any writer made is intact
+            assert repo.backend.has(bytes.fromhex(cid)), cid
+    assert all_values(repo.main().tree()) == frozen_values
+    repo.close()
+
+
+# -- copy and snapshot ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("src_name,dst_name", list(itertools.product(sorted(BACKENDS), repeat=2)))
+def test_copy_between_every_pair(src_name: str, dst_name: str, tmp_path: Path) -> None:
+    src = irmin.open(BACKENDS[src_name](tmp_path, "src"))
+    fill(src, 30)
+    fill(src, 5, "dev")
+    dst_uri = BACKENDS[dst_name](tmp_path, "dst")
+    stats = copy(src, dst_uri, progress=False)
+    assert stats.complete and stats.copied == stats.objects and stats.refs == 2
+    with irmin.open(dst_uri.split("?")[0] if dst_name == "block" else dst_uri) as dst:
+        assert dst.backend.list_refs() == src.backend.list_refs()
+        assert sorted(dst.backend.iter_ids()) == sorted(src.backend.iter_ids())
+        report = fsck(dst, progress=False)
+        assert report.clean and not report.dangling
+        assert all_values(dst.main().tree()) == all_values(src.main().tree())
+    src.close()
+
+
+@pytest.mark.parametrize("src_name,dst_name", [("lmdb", "git"), ("git", "block"), ("block", "lmdb")])
+def test_copy_resumes_after_interruption(src_name: str, dst_name: str, tmp_path: Path) -> None:
+    src = irmin.open(BACKENDS[src_name](tmp_path, "src"))
+    fill(src, 40)
+    dst_uri = BACKENDS[dst_name](tmp_path, "dst")
+    part = copy(src, dst_uri, progress=False, limit=37, batch=10)
+    assert not part.complete and part.copied == 37
+    with irmin.open(dst_uri) as dst:
+        assert dst.backend.list_refs() == {}  # refs only once every object is in
+    rest = copy(src, dst_uri, progress=False, batch=10)
+    assert rest.complete and rest.skipped == 37 and rest.copied == rest.objects - 37
+    with irmin.open(dst_uri) as dst:
+        assert dst.backend.list_refs() == src.backend.list_refs()
+        assert fsck(dst, progress=False).clean
+    src.close()
+
+
+def test_copy_killed_midway_then_resumed(tmp_path: Path) -> None:
+    """A real ``irmin copy`` process SIGKILLed mid-copy, then re-run."""
+    src_uri = f"lmdb:{tmp_path / 'src'}"
+    dst_uri = f"lmdb:{tmp_path / 'dst'}"
+    with irmin.open(src_uri) as src:
+        s = src.main()
+        with s.transaction() as tx:
+            for i in range(3000):
+                tx.set(f"d{i % 50}/k{i}", b"v%d" % i)
+        fill(src, 20)
+        n = len(list(src.backend.iter_ids()))
+    script = ("import sys; from irmin.copy import copy; "
+              "copy(sys.argv[1], sys.argv[2], batch=50, progress=False)")
+    p = subprocess.Popen([sys.executable, "-c", script, src_uri, dst_uri])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # kill once some objects are in
+        time.sleep(0.02)
+        if os.path.exists(tmp_path / "dst" / "data.mdb"):
+            with irmin.open(dst_uri) as d:
+                if len(list(d.backend.iter_ids())) > 200:
+                    break
+    p.kill()
+    p.wait()
+    with irmin.open(dst_uri) as d:
+        got = len(list(d.backend.iter_ids()))
+        assert d.backend.list_refs() == {} and 0 < got < n
+    r = CliRunner().invoke(__import__("irmin.server.cli", fromlist=["main"]).main,
+                           ["copy", "-q", src_uri, dst_uri])
+    assert r.exit_code == 0, r.output
+    assert f"({got} already there)" in r.output or "already there" in r.output
+    with irmin.open(dst_uri) as d, irmin.open(src_uri) as s:
+        assert d.backend.list_refs() == s.backend.list_refs()
+        assert fsck(d, progress=False).clean
+
+
+@pytest.mark.parametrize("dst_name", sorted(BACKENDS))
+def test_snapshot_single_commit(dst_name: str, tmp_path: Path) -> None:
+    src = irmin.open(f"lmdb:{tmp_path / 'src'}")
+    main = fill(src, 30)
+    fill(src, 4, "dev")
+    dst_uri = BACKENDS[dst_name](tmp_path, "snap")
+    stats = snapshot(src, "dev", dst_uri, progress=False)
+    head = src.head("dev")
+    assert head is not None
+    with irmin.open(dst_uri) as dst:
+        assert dst.branches() == ["dev"]
+        c = dst.head("dev")
+        assert c is not None and c.id == stats.commit
+        assert c.parent_ids == () and c.tree_id == head.tree_id and c.message == head.message
+        assert all_values(c.tree) == all_values(head.tree)
+        report = fsck(dst, progress=False)
+        assert report.clean and not report.dangling  # nothing but that one version
+        assert len(list(dst.backend.iter_ids())) == report.checked
+    # a commit id (not a branch) lands on main; same input, same commit id
+    again = snapshot(src, head.id, BACKENDS[dst_name](tmp_path, "snap2"), progress=False)
+    assert again.commit == stats.commit
+    assert main.head is not None
+    src.close()
+
+
+def test_cli_gc_and_snapshot(tmp_path: Path) -> None:
+    from irmin.server.cli import main as cli
+
+    uri = f"lmdb:{tmp_path / 's'}"
+    runner = CliRunner()
+    for i in range(5):
+        assert runner.invoke(cli, ["--store", uri, "set", "k", str(i)]).exit_code == 0
+    r = runner.invoke(cli, ["--store", uri, "gc", "--keep-last", "2", "-q"])
+    assert r.exit_code == 0 and "removed 9 of 15" in r.output, r.output
+    r = runner.invoke(cli, ["--store", uri, "fsck", "-q"])
+    assert r.exit_code == 0 and "2 boundary" not in r.output and "1 boundary" in r.output, r.output
+    snap = f"git:{tmp_path / 'snap.git'}"
+    r = runner.invoke(cli, ["--store", uri, "snapshot", "-q", snap])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["--store", snap, "log"])
+    assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 1, r.output
