@@ -132,8 +132,8 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _poll(self) -> None:
-        """While requests wait: the transport may have drained without a
-        ``resume_writing`` (seen with uvloop), so look at it."""
+        """While requests wait, look at the transport too: a safety net in
+        case it drained without a ``resume_writing`` call."""
         if self.closed or not self.backlog or self.transport is None:
             return
         if self.buffered and self.transport.get_write_buffer_size() == 0:
