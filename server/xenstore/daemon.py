@@ -30,7 +30,7 @@ from .nodes import Caller, Counts, Node
 from .quota import Quota
 from .storage import Storage
 from .transactions import C, S, V, Transaction
-from .watches import Watch
+from .watches import Watch, ancestors
 from .wire import OK, XsError, encode, encode_error, onearg, strings
 
 log = logging.getLogger("irmin.xenstored")
@@ -214,6 +214,9 @@ class Server:
         self._seq = 0
         self._after: bytes | None = None
         self.nwatches = 0
+        #: path -> [(connection, watch)], in registration order
+        self.widx: dict[str, list[tuple[Connection, Watch]]] = {}
+        self._wseq = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.servers: list[asyncio.AbstractServer] = []
 
@@ -267,8 +270,7 @@ class Server:
         """A dead connection: its watches and transactions go."""
         if conn in self.conns:
             del self.conns[conn]
-            self.nwatches -= len(conn.watches)
-            conn.watches.clear()
+            self.unwatch_all(conn)
             conn.txs.clear()
             self.holding.pop(conn, None)
             dom = self.domains.get(conn.domid)
@@ -330,41 +332,88 @@ class Server:
         if self.nwatches and events:
             self.fire(events)
 
+    def add_watch(self, conn: Connection, path: str, token: bytes, relative: bool) -> None:
+        self._wseq += 1
+        w = Watch.make(path, token, relative, self._wseq)
+        conn.watches.append(w)
+        self.widx.setdefault(path, []).append((conn, w))
+        self.nwatches += 1
+
+    def remove_watch(self, conn: Connection, w: Watch) -> None:
+        conn.watches.remove(w)
+        lst = self.widx.get(w.path)
+        if lst is not None:
+            for i, (c, x) in enumerate(lst):
+                if x is w:
+                    del lst[i]
+                    break
+            if not lst:
+                del self.widx[w.path]
+        self.nwatches -= 1
+
+    def unwatch_all(self, conn: Connection) -> None:
+        for w in list(conn.watches):
+            self.remove_watch(conn, w)
+
     def fire(self, events: list[nodes.Event]) -> None:
-        for c in self.conns:
-            if not c.watches:
-                continue
-            # C drops an event identical to one still pending for the
-            # connection: within one request, each (path, token) once
-            seen: set[bytes] | None = None
-            for path, exact, perms in events:
-                if not c.privileged and not c.caller.access(perms) & P.READ:
+        """Send the events to the watches they match: the watches on the
+        event's path and its ancestors (an exact event: the path only),
+        looked up in the index; per connection in the order of its watches."""
+        widx = self.widx
+        # C drops an event identical to one still pending for the
+        # connection: within one request, each (path, token) once
+        seen: dict[Connection, set[bytes]] = {}
+        for path, exact, perms in events:
+            if exact:
+                matched = widx.get(path)
+                if not matched:
                     continue
-                for w in c.watches:
-                    if w.matches(path, exact):
-                        shown = paths.relative_to(path, c.home) if w.relative else path
-                        ev = _encode_event(shown.encode(), w.token)
-                        if ev is not None:
-                            if seen is None:
-                                seen = {ev}
-                            elif ev in seen:
-                                continue
-                            else:
-                                seen.add(ev)
-                            c.send(ev)
+            else:
+                matched = None
+                many = False
+                for a in ancestors(path):
+                    lst = widx.get(a)
+                    if lst:
+                        if matched is None:
+                            matched = lst
+                        else:
+                            if not many:
+                                matched = list(matched)
+                                many = True
+                            matched.extend(lst)
+                if matched is None:
+                    continue
+                if many:
+                    matched.sort(key=lambda cw: cw[1].seq)
+            allowed: dict[Connection, bool] = {}
+            for c, w in matched:
+                if not c.privileged:
+                    ok = allowed.get(c)
+                    if ok is None:
+                        ok = allowed[c] = bool(c.caller.access(perms) & P.READ)
+                    if not ok:
+                        continue
+                shown = paths.relative_to(path, c.home) if w.relative else path
+                ev = _encode_event(shown.encode(), w.token)
+                if ev is None:
+                    continue
+                cs = seen.get(c)
+                if cs is None:
+                    seen[c] = {ev}
+                elif ev in cs:
+                    continue
+                else:
+                    cs.add(ev)
+                c.send(ev)
 
     def fire_special(self, name: str) -> None:
         perms = self.special_perms[name]
-        for c in self.conns:
-            if not c.watches:
-                continue
+        for c, w in list(self.widx.get(name, ())):
             if not c.privileged and not c.caller.access(perms) & P.READ:
                 continue
-            for w in c.watches:
-                if w.path == name:
-                    ev = _encode_event(name.encode(), w.token)
-                    if ev is not None:
-                        c.send(ev)
+            ev = _encode_event(name.encode(), w.token)
+            if ev is not None:
+                c.send(ev)
 
     # -- domains --------------------------------------------------------------------
 
@@ -613,8 +662,7 @@ def _watch(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) 
     # C: E2BIG once the domain holds *more* than the quota (quota + 1 fit)
     if not conn.privileged and s.domain_watches(conn.domid) > s.quota.watches:
         raise XsError("E2BIG")
-    conn.watches.append(Watch.make(path, token, relative))
-    s.nwatches += 1
+    s.add_watch(conn, path, token, relative)
     s._after = _encode_event(raw, token)
     return OK
 
@@ -628,10 +676,9 @@ def _unwatch(s: Server, conn: Connection, tx: Transaction | None, payload: bytes
         path = raw.decode("latin-1")
     else:
         path, _ = s.path(conn, raw)
-    for i, w in enumerate(conn.watches):
+    for w in conn.watches:
         if w.path == path and w.token == token:
-            del conn.watches[i]
-            s.nwatches -= 1
+            s.remove_watch(conn, w)
             return OK
     raise XsError("ENOENT")
 
@@ -764,8 +811,7 @@ def _set_target(s: Server, conn: Connection, tx: Transaction | None, payload: by
 
 
 def _reset_watches(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
-    s.nwatches -= len(conn.watches)
-    conn.watches.clear()
+    s.unwatch_all(conn)
     conn.txs.clear()
     return OK
 
