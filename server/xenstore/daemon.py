@@ -205,6 +205,9 @@ class Server:
         self.domain_dir = domain_dir
         self.counts = Counts()
         self.root: Node = storage.load()
+        #: owner token of the nodes that requests may change in place; a
+        #: new one whenever a root is snapshotted (see nodes.py)
+        self.epoch: object = object()
         self._recount()
         self.conns: dict[Connection, None] = {}
         self.holding: dict[Connection, None] = {}
@@ -232,6 +235,11 @@ class Server:
         walk(self.root)
         self.counts.delta = c
 
+    def snapshot(self) -> Node:
+        """The current root, from now on never changed in place."""
+        self.epoch = object()
+        return self.root
+
     def path_cache(self, home: bytes) -> dict[bytes, tuple[str, list[str]]]:
         d = self._paths.get(home)
         if d is None:
@@ -242,7 +250,7 @@ class Server:
 
     async def start(self, socket_path: str) -> None:
         self.loop = asyncio.get_running_loop()
-        self.storage.start(self.loop, lambda: self.root, self._durable)
+        self.storage.start(self.loop, self.snapshot, self._durable)
         d = os.path.dirname(socket_path)
         if d:
             os.makedirs(d, exist_ok=True)
@@ -500,6 +508,7 @@ class Server:
         c.max_nodes, c.max_node_size, c.max_perms = q.nodes, q.node_size, q.permissions
         dom = self.domains.get(conn.domid)
         c.target = dom.target if dom is not None else None
+        c.owner = self.epoch
         return c
 
 
@@ -596,7 +605,7 @@ def _mkdir(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) 
         return OK
     events: list[nodes.Event] = []
     new = nodes.mkdir(s.root, parts, path, who, events)
-    if new is not s.root:
+    if events:  # created (the root may be the same object: changed in place)
         s.root = new
         s.changed(f"MKDIR {path}", events)
     return OK
@@ -612,7 +621,7 @@ def _rm(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> 
         return OK
     events: list[nodes.Event] = []
     new = nodes.rm(s.root, parts, path, who, events)
-    if new is not s.root:
+    if events:  # removed (the root may be the same object: changed in place)
         s.root = new
         s.changed(f"RM {path}", events)
     return OK
@@ -693,7 +702,7 @@ def _tx_start(s: Server, conn: Connection, tx: Transaction | None, payload: byte
     while tid == 0 or tid in conn.txs:
         tid = (tid + 1) & 0xFFFFFFFF
     conn.next_tx = (tid + 1) & 0xFFFFFFFF
-    conn.txs[tid] = Transaction(tid, s.root, s._caller(conn),
+    conn.txs[tid] = Transaction(tid, s.snapshot(), s._caller(conn),
                                 None if conn.privileged else s.quota.transaction_nodes)
     return b"%d\0" % tid
 

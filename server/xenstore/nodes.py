@@ -11,6 +11,14 @@ moves when its value or perms change (or it is created), ``cgen`` when its
 set of children changes. Transactions compare them to find real conflicts;
 DIRECTORY_PART reports ``max(gen, cgen)``.
 
+Copy-on-write only where it is needed: a node may carry an ``owner`` token
+(the server's current epoch, or a transaction). An operation whose caller
+has the same ``owner`` changes such a node in place instead of copying it
+and its ancestors. Whoever takes a snapshot of a root (a transaction's
+START, the committer) first moves the owner on to a new token, so the
+nodes of a snapshot are never changed again. A node owning a children dict
+is the only node referencing it (nodes that share a dict have no owner).
+
 The operations here are the semantics of the C xenstored's WRITE, MKDIR, RM
 and SET_PERMS on a root: pure functions returning the new root, raising
 :class:`~.wire.XsError`, and appending watch events ``(path, exact, perms)``.
@@ -41,17 +49,18 @@ def bump_gen_above(n: int) -> None:
 
 
 class Node:
-    __slots__ = ("value", "perms", "children", "gen", "cgen")
+    __slots__ = ("value", "perms", "children", "gen", "cgen", "owner")
 
     def __init__(self, value: bytes, perms: P.Perms, children: dict[str, Node],
-                 gen: int, cgen: int) -> None:
+                 gen: int, cgen: int, owner: object = None) -> None:
         self.value = value
         self.perms = perms
         self.children = children
         self.gen = gen
         self.cgen = cgen
+        self.owner = owner
 
-    def with_child(self, name: str, child: Node | None) -> Node:
+    def with_child(self, name: str, child: Node | None, owner: object = None) -> Node:
         ch = dict(self.children)
         cgen = self.cgen
         if child is None:
@@ -61,7 +70,7 @@ class Node:
             if name not in ch:
                 cgen = next_gen()
             ch[name] = child
-        return Node(self.value, self.perms, ch, self.gen, cgen)
+        return Node(self.value, self.perms, ch, self.gen, cgen, owner)
 
     def size(self) -> int:
         """The C daemon's node size for the node-size quota (its record:
@@ -90,9 +99,10 @@ def lookup(root: Node, parts: list[str]) -> Node | None:
     return n
 
 
-def replace(root: Node, parts: list[str], new: Node | None) -> Node:
+def replace(root: Node, parts: list[str], new: Node | None, owner: object = None) -> Node:
     """``root`` with the node at ``parts`` replaced (None: removed); every
-    parent on the path must exist."""
+    parent on the path must exist. Parents owned by ``owner`` are changed in
+    place (then the root may be the same object), the others copied."""
     if not parts:
         assert new is not None
         return new
@@ -103,7 +113,19 @@ def replace(root: Node, parts: list[str], new: Node | None) -> Node:
         chain.append(n)
     child = new
     for i in range(len(parts) - 1, -1, -1):
-        child = chain[i].with_child(parts[i], child)
+        par = chain[i]
+        if owner is not None and par.owner is owner:
+            ch = par.children
+            name = parts[i]
+            if child is None:
+                del ch[name]
+                par.cgen = next_gen()
+            else:
+                if name not in ch:
+                    par.cgen = next_gen()
+                ch[name] = child
+            return root
+        child = par.with_child(parts[i], child, owner)
     return child  # type: ignore[return-value]
 
 
@@ -148,6 +170,7 @@ class Caller:
     max_node_size: int = 2048
     max_perms: int = 5
     counts: Counts = field(default_factory=Counts)
+    owner: object = None  # nodes with this owner are changed in place (see above)
 
     def access(self, perms: P.Perms) -> int:
         return P.for_conn(perms, self.domid, self.privileged, self.target)
@@ -208,14 +231,15 @@ def _create(root: Node, parts: list[str], path: str, value: bytes, who: Caller,
         if n.size() + len(parts[i]) + 1 >= who.max_node_size:
             raise XsError("ENOSPC")
     g = next_gen()
-    node = Node(value, inherited, {}, g, g)
+    owner = who.owner
+    node = Node(value, inherited, {}, g, g, owner)
     for j in range(len(parts) - 1, i, -1):
-        node = Node(b"", inherited, {parts[j]: node}, g, g)
+        node = Node(b"", inherited, {parts[j]: node}, g, g, owner)
     who.counts.add(inherited[0][1], new_count)
     # one event, for the requested path (watches on the created parents
     # match it as its ancestors)
     events.append((path, False, inherited))
-    return replace(root, parts[: i + 1], node)
+    return replace(root, parts[: i + 1], node, owner)
 
 
 def write(root: Node, parts: list[str], path: str, value: bytes, who: Caller,
@@ -235,9 +259,14 @@ def write(root: Node, parts: list[str], path: str, value: bytes, who: Caller,
         if (NODE_HDR + len(value) + 8 * len(n.perms) + sum(len(c) + 1 for c in n.children)
                 >= who.max_node_size):
             raise XsError("ENOSPC")
-    new = Node(value, n.perms, n.children, next_gen(), n.cgen)
     events.append((path, False, n.perms))
-    return replace(root, parts, new)
+    owner = who.owner
+    if owner is not None and n.owner is owner:
+        n.value = value
+        n.gen = next_gen()
+        return root
+    new = Node(value, n.perms, n.children, next_gen(), n.cgen)  # shares the dict: no owner
+    return replace(root, parts, new, owner)
 
 
 def mkdir(root: Node, parts: list[str], path: str, who: Caller, events: list[Event]) -> Node:
@@ -276,7 +305,7 @@ def rm(root: Node, parts: list[str], path: str, who: Caller, events: list[Event]
         _removed(c, path + "/" + name, who, events)
     who.counts.add(n.perms[0][1], -1)
     events.append((path, False, n.perms))
-    return replace(root, parts, None)
+    return replace(root, parts, None, who.owner)
 
 
 def set_perms(root: Node, parts: list[str], path: str, new_perms: P.Perms, who: Caller,
@@ -292,6 +321,11 @@ def set_perms(root: Node, parts: list[str], path: str, new_perms: P.Perms, who: 
     if new_perms[0][1] != n.perms[0][1]:
         who.counts.add(n.perms[0][1], -1)
         who.counts.add(new_perms[0][1], 1)
-    new = Node(n.value, new_perms, n.children, next_gen(), n.cgen)
     events.append((path, False, n.perms))
-    return replace(root, parts, new)
+    owner = who.owner
+    if owner is not None and n.owner is owner:
+        n.perms = new_perms
+        n.gen = next_gen()
+        return root
+    new = Node(n.value, new_perms, n.children, next_gen(), n.cgen)  # shares the dict: no owner
+    return replace(root, parts, new, owner)

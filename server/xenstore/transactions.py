@@ -44,7 +44,7 @@ class Transaction:
         self.snapshot = root
         self.root = root
         self.caller = Caller(caller.domid, caller.privileged, caller.target, caller.max_nodes,
-                             caller.max_node_size, caller.max_perms, Counts(caller.counts))
+                             caller.max_node_size, caller.max_perms, Counts(caller.counts), self)
         self.ops: list[tuple[Callable[..., Node], tuple[Any, ...]]] = []
         self.touched: set[tuple[int, tuple[str, ...]]] = set()
         self.events: list[Event] = []
@@ -149,8 +149,10 @@ class Transaction:
         if self.conflicts(current):
             raise XsError("EAGAIN")
         layer = Counts(global_counts)
+        # replayed on copies owned by a new token: ``current`` is left
+        # untouched if an operation fails half-way
         who = Caller(caller.domid, caller.privileged, caller.target, caller.max_nodes,
-                     caller.max_node_size, caller.max_perms, layer)
+                     caller.max_node_size, caller.max_perms, layer, object())
         events: list[Event] = []
         root = current
         try:
