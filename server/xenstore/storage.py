@@ -21,14 +21,18 @@ identity), moves the branch by compare-and-set (a foreign move is kept as
 the parent: our tree wins, history is kept), and then runs the callbacks
 waiting for durability. Commits are grouped: everything changed while one
 commit is being written goes into the next one.
+
+The event loop only takes the snapshot (the current root, O(1)); exporting
+it to irmin trees, hashing and writing the objects and moving the branch run
+in the committer's own thread, so requests go on meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import irmin
 from irmin.tree import Tree
@@ -145,6 +149,7 @@ class Storage:
         self._on_done: Callable[[int], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: asyncio.Event | None = None
+        self._thread: ThreadPoolExecutor | None = None
 
     def load(self) -> Node:
         """The tree at the branch head (the initial tree for a new branch,
@@ -172,6 +177,7 @@ class Storage:
         self._on_done = on_done
         self._idle = asyncio.Event()
         self._idle.set()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="xenstored-commit")
 
     def changed(self, message: str) -> int:
         """Note a change (already in the current root); returns its sequence
@@ -205,29 +211,15 @@ class Storage:
     async def _commit(self) -> None:
         assert self._get_root is not None and self._loop is not None
         try:
-            root = self._get_root()
+            root = self._get_root()  # a snapshot: never changed from now on
             seq = self.seq
             msgs, self.messages = self.messages, []
             if root is not self.committed:
-                tree = _sync(self.tree, (), self.committed, root)  # type: ignore[arg-type]
                 n = seq - self.done
                 title = msgs[0] if n == 1 and msgs else f"xenstored: {n} changes"
                 body = "" if n == 1 else "\n\n" + "\n".join(msgs)
                 info = irmin.Info(AUTHOR, title + body)
-                parent = self.head
-                commit, objects = self.repo.prepare_commit(tree, [parent] if parent else [], info)
-                ok = await self._loop.run_in_executor(
-                    None, self.repo.set_head, self.branch, commit, parent, objects)
-                if not ok:  # someone else moved our branch: keep it as parent
-                    log.warning("branch %s moved under xenstored; recommitting on top", self.branch)
-                    while not ok:
-                        parent = self.store.head
-                        commit, objects = self.repo.prepare_commit(tree, [parent] if parent else [], info)
-                        ok = self.repo.set_head(self.branch, commit, parent, objects)
-                self.tree = tree
-                self.committed = root
-                self.head = commit
-                self.commits += 1
+                await self._loop.run_in_executor(self._thread, self._write, root, info)
             self.done = seq
             if self._on_done is not None:
                 self._on_done(seq)
@@ -240,6 +232,30 @@ class Storage:
             else:
                 assert self._idle is not None
                 self._idle.set()
+
+    def _write(self, root: Node, info: irmin.Info) -> None:
+        """In the committer thread: export ``root`` (only the directories
+        on changed paths), write the commit and move the branch."""
+        tree = _sync(self.tree, (), self.committed, root)  # type: ignore[arg-type]
+        parent = self.head
+        commit, objects = self.repo.prepare_commit(tree, [parent] if parent else [], info)
+        ok = self.repo.set_head(self.branch, commit, parent, objects)
+        if not ok:  # someone else moved our branch: keep it as parent
+            log.warning("branch %s moved under xenstored; recommitting on top", self.branch)
+            while not ok:
+                parent = self.store.head
+                commit, objects = self.repo.prepare_commit(tree, [parent] if parent else [], info)
+                ok = self.repo.set_head(self.branch, commit, parent, objects)
+        self.tree = tree
+        self.committed = root
+        self.head = commit
+        self.commits += 1
+
+    def close(self) -> None:
+        """Stop the committer thread (after :meth:`flush`)."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
 
     async def flush(self) -> None:
         """Wait until every change so far is committed."""
