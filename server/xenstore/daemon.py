@@ -380,8 +380,8 @@ class Server:
         cache[raw] = hit
         return hit
 
-    def changed(self, what: str, events: list[nodes.Event]) -> None:
-        self._seq = self.storage.changed(what)
+    def changed(self, what: str, events: list[nodes.Event], detail: str = "") -> None:
+        self._seq = self.storage.changed(what, detail)
         if self.nwatches and events:
             self.fire(events)
 
@@ -549,11 +549,13 @@ class Server:
 
     def _caller(self, conn: Connection) -> Caller:
         c = conn.caller
+        c.owner = self.epoch
+        if conn.privileged:  # no quota, no target
+            return c
         q = self.quota
         c.max_nodes, c.max_node_size, c.max_perms = q.nodes, q.node_size, q.permissions
         dom = self.domains.get(conn.domid)
         c.target = dom.target if dom is not None else None
-        c.owner = self.epoch
         return c
 
 
@@ -636,7 +638,7 @@ def _write(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) 
         return OK
     events: list[nodes.Event] = []
     s.root = nodes.write(s.root, parts, path, value, who, events)
-    s.changed(f"WRITE {path}", events)
+    s.changed("WRITE", events, path)
     return OK
 
 
@@ -652,7 +654,7 @@ def _mkdir(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) 
     new = nodes.mkdir(s.root, parts, path, who, events)
     if events:  # created (the root may be the same object: changed in place)
         s.root = new
-        s.changed(f"MKDIR {path}", events)
+        s.changed("MKDIR", events, path)
     return OK
 
 
@@ -668,7 +670,7 @@ def _rm(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> 
     new = nodes.rm(s.root, parts, path, who, events)
     if events:  # removed (the root may be the same object: changed in place)
         s.root = new
-        s.changed(f"RM {path}", events)
+        s.changed("RM", events, path)
     return OK
 
 
@@ -694,7 +696,7 @@ def _set_perms(s: Server, conn: Connection, tx: Transaction | None, payload: byt
         return OK
     events: list[nodes.Event] = []
     s.root = nodes.set_perms(s.root, parts, path, new_perms, who, events)
-    s.changed(f"SET_PERMS {path}", events)
+    s.changed("SET_PERMS", events, path)
     return OK
 
 

@@ -141,7 +141,7 @@ class Storage:
         self.head: irmin.Commit | None = None
         self.seq = 0  # number of the last change handed over
         self.done = 0  # number of the last change that is durable
-        self.messages: list[str] = []
+        self.messages: list[tuple[str, str]] = []  # (what, detail), joined at commit
         self.commits = 0
         self._running = False
         self._scheduled = False
@@ -179,14 +179,16 @@ class Storage:
         self._idle.set()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="xenstored-commit")
 
-    def changed(self, message: str) -> int:
+    def changed(self, message: str, detail: str = "") -> int:
         """Note a change (already in the current root); returns its sequence
-        number, durable once ``done`` reaches it."""
+        number, durable once ``done`` reaches it. The commit message is
+        ``message`` + " " + ``detail`` (joined only when committing)."""
         self.seq += 1
-        if len(self.messages) < 20:
-            self.messages.append(message)
-        elif len(self.messages) == 20:
-            self.messages.append("...")
+        msgs = self.messages
+        if len(msgs) < 20:
+            msgs.append((message, detail))
+        elif len(msgs) == 20:
+            msgs.append(("...", ""))
         if not self._scheduled and not self._running:
             self._schedule()
         return self.seq
@@ -213,7 +215,8 @@ class Storage:
         try:
             root = self._get_root()  # a snapshot: never changed from now on
             seq = self.seq
-            msgs, self.messages = self.messages, []
+            msgs = [f"{m} {d}" if d else m for m, d in self.messages]
+            self.messages = []
             if root is not self.committed:
                 n = seq - self.done
                 title = msgs[0] if n == 1 and msgs else f"xenstored: {n} changes"
