@@ -206,17 +206,18 @@ def get(root: Node, parts: list[str], who: Caller, need: int) -> Node:
 
 
 def _create(root: Node, parts: list[str], path: str, value: bytes, who: Caller,
-            events: list[Event]) -> Node:
+            events: list[Event], n: Node | None = None, i: int = 0) -> Node:
     """Create the node and its missing parents (inheriting the nearest
-    existing ancestor's perms; an unprivileged creator owns them)."""
-    n = root
-    i = 0
-    while i < len(parts) - 1:
-        c = n.children.get(parts[i])
-        if c is None:
-            break
-        n = c
-        i += 1
+    existing ancestor's perms; an unprivileged creator owns them). ``n``:
+    that ancestor if known, at depth ``i``."""
+    if n is None:
+        n = root
+        while i < len(parts) - 1:
+            c = n.children.get(parts[i])
+            if c is None:
+                break
+            n = c
+            i += 1
     inherited = n.perms
     if not who.privileged:
         inherited = ((inherited[0][0], who.domid),) + inherited[1:]
@@ -239,20 +240,27 @@ def _create(root: Node, parts: list[str], path: str, value: bytes, who: Caller,
     # one event, for the requested path (watches on the created parents
     # match it as its ancestors)
     events.append((path, False, inherited))
+    if owner is not None and n.owner is owner:  # the parent is ours: in place
+        n.children[parts[i]] = node
+        n.cgen = next_gen()
+        return root
     return replace(root, parts[: i + 1], node, owner)
 
 
 def write(root: Node, parts: list[str], path: str, value: bytes, who: Caller,
           events: list[Event]) -> Node:
-    if not parts:
-        n = root
-    else:
-        n = lookup(root, parts)
-    if n is None:
-        err = _hidden_errno(root, parts, who, "ENOENT", P.WRITE)
-        if err != "ENOENT":
-            raise XsError(err)
-        return _create(root, parts, path, value, who, events)
+    n = root
+    i = 0
+    for p in parts:
+        c = n.children.get(p)
+        if c is None:
+            # missing: ``n`` is its nearest existing ancestor (C
+            # errno_from_parents: EACCES unless it grants WRITE)
+            if not who.privileged and not who.access(n.perms) & P.WRITE:
+                raise XsError("EACCES")
+            return _create(root, parts, path, value, who, events, n, i)
+        n = c
+        i += 1
     if not who.privileged:
         if not who.access(n.perms) & P.WRITE:
             raise XsError("EACCES")
