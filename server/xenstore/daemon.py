@@ -49,6 +49,7 @@ GC_MAX_INTERVAL = 600.0   # a full collection at least this often
 
 SPECIAL = ("@introduceDomain", "@releaseDomain")
 _encode_event = wire.encode_event
+_unpack_header = wire.HEADER.unpack_from
 
 
 class Connection(asyncio.Protocol):
@@ -103,6 +104,13 @@ class Connection(asyncio.Protocol):
         self.server.drop(self)
 
     def data_received(self, data: bytes) -> None:
+        # the usual case: exactly one whole request, nothing buffered
+        if self.dom is None and len(data) >= 16 and not self.parser.pending:
+            t, rid, txid, n = _unpack_header(data)
+            if len(data) == 16 + n and n <= wire.PAYLOAD_MAX:
+                if not self.closed:
+                    self.server.handle(self, t, rid, txid, data[16:])
+                return
         try:
             packets = self.parser.feed(data)
         except wire.Oversize:
