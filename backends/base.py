@@ -28,9 +28,13 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from .errors import InvalidRefName, StoreClosed
+
+_T = TypeVar("_T")
 
 #: (name, old id or None, new id or None)
 RefChange = tuple[str, bytes | None, bytes | None]
@@ -48,6 +52,64 @@ class RefUpdate:
     name: str
     expected: bytes | None
     new: bytes | None
+
+
+class SweepView(Protocol):
+    """What :meth:`Backend.exclusive` gives its function: reads that see the
+    store as it is while writers are held off, and deletion."""
+
+    def get(self, oid: bytes) -> bytes | None: ...
+
+    def get_many(self, oids: Iterable[bytes]) -> dict[bytes, bytes]: ...
+
+    def list_refs(self, prefix: str = "") -> dict[str, bytes]: ...
+
+    def remove_many(self, oids: Iterable[bytes]) -> int: ...
+
+
+class WriteGate:
+    """Many writers or one exclusive holder (gc's sweep), in one process.
+
+    Writers enter :meth:`shared`; :meth:`exclusive` waits until none is
+    inside and lets no new one in meanwhile (so a busy writer pool cannot
+    starve gc). Not re-entrant for the exclusive holder's own writes."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._writers = 0
+        self._excl = False
+        self._waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._excl or self._waiting:
+                self._cond.wait()
+            self._writers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writers -= 1
+                if not self._writers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._excl or self._writers:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._excl = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._excl = False
+                self._cond.notify_all()
 
 
 _good_names: set[str] = set()
@@ -130,6 +192,22 @@ class Backend(ABC):
     @abstractmethod
     def remove_many(self, oids: Iterable[bytes]) -> int:
         """Delete objects (garbage collection only); returns how many went."""
+
+    def exclusive(self, fn: Callable[[SweepView], _T]) -> _T:
+        """Run ``fn(view)`` while no writer can commit (gc's sweep).
+
+        While ``fn`` runs, no ``apply``/``put_many`` of this store lands
+        (threads, and other processes where the backend can exclude them),
+        so what ``fn`` reads through ``view`` (objects, refs) cannot change
+        under it and the ids it deletes with ``view.remove_many`` cannot be
+        re-created and referenced meanwhile. ``fn`` may be called again if
+        the backend has to retry (e.g. LMDB growing its map): keep it
+        re-runnable. Writers wait while it runs, so keep it short.
+
+        Backends that cannot provide this raise ``NotImplementedError``
+        (gc then falls back to ``remove_many_if_refs_unchanged``).
+        """
+        raise NotImplementedError
 
     # -- refs --------------------------------------------------------------
 

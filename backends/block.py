@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .base import Backend, RefUpdate, check_expectations, check_ref_name
 from .block_device import Device, FileDevice, create_image
@@ -97,6 +98,8 @@ class CompactStats:
     @property
     def dropped(self) -> int:
         return self.objects_before - self.objects_after
+
+_T = TypeVar("_T")
 
 Index = dict[bytes, tuple[int, int, int]]  # oid -> (offset, length, crc)
 
@@ -325,6 +328,16 @@ class BlockBackend(Backend):
 
     def get(self, oid: bytes) -> bytes | None:
         self._check_open()
+        # Hits skip the lock (which writers hold through their fsync): the
+        # index is only ever replaced or updated under the GIL, the device
+        # reads positionally, and the CRC catches a location that compaction
+        # reused meanwhile -- then the locked path below looks again.
+        loc = self._index.get(oid)
+        if loc is not None:
+            try:
+                return self._read_object(oid, loc)
+            except BlockCorruption:
+                pass
         with self._lock:
             loc = self._index.get(oid)
             if loc is None:
@@ -397,6 +410,25 @@ class BlockBackend(Backend):
             if gone:
                 self._commit(Batch(tombstones=gone))
             return len(gone)
+
+    def exclusive(self, fn: Callable[[_LockedView], _T]) -> _T:
+        """Run ``fn(view)`` holding the thread lock and the cross-process
+        writer lock (``flock``): no commit from any thread or process lands
+        meanwhile. ``view`` is this handle with ``remove_many`` writing its
+        tombstones under the locks already held (reads take only the
+        re-entrant thread lock)."""
+        self._check_open()
+        with self._lock, _WriterLock(self._dev):
+            self._refresh()
+            return fn(_LockedView(self))
+
+    def _tombstone(self, oids: Iterable[bytes]) -> int:
+        """Called with both locks held."""
+        wanted = list(dict.fromkeys(oids))
+        gone = [o for o in wanted if o in self._index]
+        if gone:
+            self._commit(Batch(tombstones=gone))
+        return len(gone)
 
     # -- refs ------------------------------------------------------------
 
@@ -837,6 +869,15 @@ class BlockBackend(Backend):
                 self._pool.shutdown()
             if self._close_device:
                 self._dev.close()
+
+
+class _LockedView:
+    """:meth:`BlockBackend.exclusive`'s view: reads as usual, deletes
+    without re-taking the writer lock."""
+
+    def __init__(self, b: BlockBackend) -> None:
+        self.get, self.get_many, self.list_refs = b.get, b.get_many, b.list_refs
+        self.remove_many = b._tombstone
 
 
 class _WriterLock:

@@ -32,14 +32,16 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
-from .base import Backend, RefChange, RefUpdate, check_expectations, check_ref_name
+from .base import Backend, RefChange, RefUpdate, WriteGate, check_expectations, check_ref_name
 from .errors import InvalidURI, MalformedObject, NotFormatted, StoreError, StoreFull
 from .registry import bool_param
 
 __all__ = ["GitBackend", "open_git"]
 
+_T = TypeVar("_T")
 _TYPES = {b"blob": 3, b"tree": 2, b"commit": 1, b"tag": 4}
 _TYPE_NAMES = {v: k for k, v in _TYPES.items()}
 LOCK_TIMEOUT = 10.0
@@ -124,6 +126,7 @@ class GitBackend(Backend):
         self._store = self._repo.object_store
         self._store_lock = threading.Lock()  # dulwich's pack cache is not thread-safe
         self._refs_lock = threading.Lock()  # our own threads queue here, not on lock files
+        self._gate = WriteGate()  # writers shared, gc's sweep exclusive (this process)
 
     # -- objects -----------------------------------------------------------
 
@@ -163,6 +166,10 @@ class GitBackend(Backend):
 
     def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         self._check_open()
+        with self._gate.shared():
+            self._put_many(items)
+
+    def _put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         dirs: set[str] = set()
         for oid, data in items:
             check_object(oid, data)
@@ -207,6 +214,16 @@ class GitBackend(Backend):
             except OSError as e:
                 raise _os_error(e, "remove") from e
         return n
+
+    def exclusive(self, fn: Callable[[GitBackend], _T]) -> _T:
+        """Run ``fn(view)`` while no writer *of this process* stores objects
+        or moves refs (``view`` is this handle). Other processes, and the
+        git CLI, are not held off: a git directory has no lock that every
+        writer of objects takes. gc therefore also re-checks the refs
+        before deleting (see docs/maintenance.md)."""
+        self._check_open()
+        with self._gate.exclusive():
+            return fn(self)
 
     # -- refs --------------------------------------------------------------
 
@@ -291,14 +308,15 @@ class GitBackend(Backend):
     def apply(self, objects: Iterable[tuple[bytes, bytes]],
               refs: Iterable[RefUpdate] = ()) -> bool:
         self._check_open()
-        self.put_many(objects)
         updates = list(refs)
-        if not updates:
-            return True
         for u in updates:
             check_ref_name(u.name)
-        with self._refs_lock:
-            changes = self._apply_refs(updates)
+        with self._gate.shared():  # objects and refs: gc's sweep sees both or neither
+            self._put_many(objects)
+            if not updates:
+                return True
+            with self._refs_lock:
+                changes = self._apply_refs(updates)
         if changes is None:
             return False
         self._notify(changes)

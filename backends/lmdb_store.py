@@ -439,6 +439,15 @@ class LmdbBackend(Backend):
 
         return self._deleting(sweep, "remove_many_if_refs_unchanged")
 
+    def exclusive(self, fn: Callable[[_TxnView], _T]) -> _T:
+        """Run ``fn(view)`` inside one write transaction, holding this
+        process's write lock: LMDB admits one write transaction at a time
+        across every process, so no writer anywhere commits while ``fn``
+        runs. ``view`` reads and deletes inside that transaction; its
+        deletes commit when ``fn`` returns (and are discarded, and ``fn``
+        run again, if the map has to grow)."""
+        return self._deleting(lambda txn: fn(_TxnView(self, txn)), "exclusive")
+
     def _check_writable(self) -> None:
         self._check_open()
         if self.readonly:
@@ -493,6 +502,42 @@ class LmdbBackend(Backend):
                 }
         finally:
             self._leave()
+
+
+class _TxnView:
+    """Reads and deletes inside gc's exclusive write transaction."""
+
+    def __init__(self, b: LmdbBackend, txn: lmdb.Transaction) -> None:
+        self._txn, self._odb, self._rdb = txn, b._odb, b._rdb
+
+    def get(self, oid: bytes) -> bytes | None:
+        return self._txn.get(oid, db=self._odb)  # type: ignore[no-any-return]
+
+    def get_many(self, oids: Iterable[bytes]) -> dict[bytes, bytes]:
+        get, odb = self._txn.get, self._odb
+        out = {}
+        for oid in oids:
+            v = get(oid, db=odb)
+            if v is not None:
+                out[oid] = v
+        return out
+
+    def list_refs(self, prefix: str = "") -> dict[str, bytes]:
+        start = prefix.encode()
+        out: dict[str, bytes] = {}
+        cur = self._txn.cursor(db=self._rdb)
+        ok = cur.set_range(start) if start else cur.first()
+        while ok:
+            key = cur.key()
+            if not key.startswith(start):
+                break
+            out[key.decode()] = cur.value()
+            ok = cur.next()
+        return out
+
+    def remove_many(self, oids: Iterable[bytes]) -> int:
+        delete, odb = self._txn.delete, self._odb
+        return sum(1 for k in oids if delete(k, db=odb))
 
 
 def _int_param(params: dict[str, str], key: str, default: int) -> int:

@@ -8,9 +8,13 @@ several handles, like Irmin's in-memory backend with a shared root).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from .base import Backend, RefUpdate, check_expectations, check_ref_name
+
+
+_T = TypeVar("_T")
 
 
 class _Shared:
@@ -49,13 +53,27 @@ class MemoryBackend(Backend):
 
     def put(self, oid: bytes, data: bytes) -> None:
         self._check_open()
-        self._objects.setdefault(oid, data)
+        with self._lock:
+            self._objects.setdefault(oid, data)
 
     def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         self._check_open()
+        items = list(items)
+        with self._lock:
+            self._put_locked(items)
+
+    def _put_locked(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         objects = self._objects
         for oid, data in items:
             objects.setdefault(oid, data)
+
+    def exclusive(self, fn: Callable[[_LockedView], _T]) -> _T:
+        """Run ``fn(view)`` holding the store's lock, which every write
+        (objects and refs of an ``apply`` together) takes: nothing lands
+        meanwhile. (``memory:`` lives in one process.)"""
+        self._check_open()
+        with self._lock:
+            return fn(_LockedView(self))
 
     def iter_ids(self) -> Iterator[bytes]:
         return iter(list(self._objects))
@@ -77,13 +95,14 @@ class MemoryBackend(Backend):
 
     def apply(self, objects: Iterable[tuple[bytes, bytes]], refs: Iterable[RefUpdate] = ()) -> bool:
         self._check_open()
-        self.put_many(objects)
+        items = list(objects)
         updates = list(refs)
-        if not updates:
-            return True
         for u in updates:
             check_ref_name(u.name)
-        with self._lock:
+        with self._lock:  # objects and refs together: gc's sweep sees both or neither
+            self._put_locked(items)
+            if not updates:
+                return True
             changes = check_expectations(self._refs, updates)
             if changes is None:
                 return False
@@ -102,6 +121,25 @@ class MemoryBackend(Backend):
             if self in self._shared.handles:
                 self._shared.handles.remove(self)
         super().close()
+
+
+class _LockedView:
+    """:meth:`MemoryBackend.exclusive`'s view (the lock is already held)."""
+
+    def __init__(self, b: MemoryBackend) -> None:
+        self._objects, self._refs = b._objects, b._refs
+        self.get = b._objects.get
+
+    def get_many(self, oids: Iterable[bytes]) -> dict[bytes, bytes]:
+        objs = self._objects
+        return {o: objs[o] for o in oids if o in objs}
+
+    def list_refs(self, prefix: str = "") -> dict[str, bytes]:
+        return {k: v for k, v in self._refs.items() if k.startswith(prefix)}
+
+    def remove_many(self, oids: Iterable[bytes]) -> int:
+        pop = self._objects.pop
+        return sum(1 for o in oids if pop(o, None) is not None)
 
 
 def open_memory(path: str, params: dict[str, str]) -> MemoryBackend:

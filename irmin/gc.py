@@ -46,7 +46,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from irmin.backends.base import Backend
+
 from .boundary import BOUNDARY_REF, boundary_update, read_boundary
+from .commit import Commit
 from .errors import MalformedObject, MissingObject, StoreError
 from .objects import BLOB_MODES, MODE_TREE
 from .progress import bar
@@ -65,6 +68,7 @@ class GcStats:
     kept_commits: int = 0
     boundary: int = 0  # commits on the history boundary after this gc
     remarks: int = 0  # times the sweep re-marked because refs moved
+    pause: float = 0.0  # seconds writers were held off (the locked sweep)
     packed_kept: int = 0  # git: unreachable objects inside packs (not deleted)
     compacted: bool = False
     bytes_before: int = 0  # block: live log bytes before/after compaction
@@ -99,14 +103,27 @@ class _Marker:
         self.old_boundary = boundary
         self.marked: set[bytes] = set()
         self.kept: set[bytes] = set()  # commits kept
+        self.kept_log: list[bytes] = []  # the same, in the order they were kept
         self.pb = pb
+        #: where objects are read: the backend, or the view of
+        #: ``backend.exclusive`` during the locked re-mark
+        self.src: Any = repo.backend
 
     def _read(self, oid: bytes) -> tuple[bytes, bytes]:
-        raw = self.repo.backend.get(oid)
+        raw = self.src.get(oid)
         if raw is None:
             raise MissingObject(oid, f"object {oid.hex()} is reachable but missing; "
                                      "gc refuses to run (see `irmin fsck`)")
         return self.fmt.split(raw)
+
+    def _commit(self, oid: bytes) -> Commit:
+        c = self.repo._commits.get(oid)
+        if c is not None:
+            return c
+        kind, body = self._read(oid)
+        if kind != b"commit":
+            raise MalformedObject(f"{oid.hex()} is a {kind.decode()}, not a commit")
+        return Commit(self.repo, oid, self.fmt.parse_commit(body))
 
     def _mark(self, oid: bytes) -> bool:
         if oid in self.marked:
@@ -142,7 +159,7 @@ class _Marker:
         limit = self.keep_last
         counter = itertools.count()
         seen = {head}
-        c = repo.commit(head)
+        c = self._commit(head)
         heap = [(-c.date, next(counter), c)]
         n = 0
         new_commits = []
@@ -151,6 +168,7 @@ class _Marker:
             n += 1
             if c.oid not in self.kept:
                 self.kept.add(c.oid)
+                self.kept_log.append(c.oid)
                 new_commits.append(c)
             elif limit is None:
                 continue  # its ancestry was walked when it was first kept
@@ -160,7 +178,7 @@ class _Marker:
                 if pid not in seen:
                     seen.add(pid)
                     try:
-                        p = repo.commit(pid)
+                        p = self._commit(pid)
                     except MissingObject:
                         raise MissingObject(pid, f"commit {pid.hex()} (parent of {c.id}) is "
                                                  "missing; gc refuses to run (see `irmin fsck`)") from None
@@ -172,7 +190,7 @@ class _Marker:
     def _trees(self, roots: list[bytes]) -> None:
         stack = [t for t in roots if self._mark(t)]
         fmt = self.fmt
-        get_many = self.repo.backend.get_many
+        get_many = self.src.get_many
         while stack:
             chunk, stack = stack[-256:], stack[:-256]
             found = get_many(chunk)
@@ -288,6 +306,93 @@ def gc(repo: Repo, *, keep_last: int | None = None, dry_run: bool = False,
         stats.seconds = time.perf_counter() - t0
         return stats
 
+    def rerecord() -> None:
+        nonlocal new_boundary
+        nb = m.boundary()
+        if nb != new_boundary:
+            new_boundary = nb
+            record_boundary(nb)
+
+    if _has_exclusive(backend):
+        with bar(progress, "gc sweep", total=len(dead)) as pb:
+            stats.removed = _sweep_exclusive(backend, m, dead, refs, old_boundary,
+                                             lambda: new_boundary, rerecord, stats)
+            pb.update(len(dead))
+    else:
+        _sweep_retrying(backend, m, dead, token, remark, stats, progress, batch, max_retries)
+    stats.live = len(m.marked)
+    stats.kept_commits = len(m.kept)
+    stats.boundary = len(new_boundary)
+
+    if hasattr(backend, "_packed_refs"):  # git: count what packs still hold
+        stats.packed_kept = _git_packed_dead(backend, [o for o in dead if o not in m.marked])
+    compactor = getattr(backend, "compact", None)
+    if compact and compactor is not None and stats.removed:
+        cs = compactor()
+        stats.compacted = True
+        stats.bytes_before = getattr(cs, "used_before", 0)
+        stats.bytes_after = getattr(cs, "used_after", 0)
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _has_exclusive(backend: Any) -> bool:
+    ex = getattr(type(backend), "exclusive", None)
+    return ex is not None and ex is not Backend.exclusive
+
+
+def _sweep_exclusive(backend: Any, m: _Marker, dead: list[bytes], refs: dict[str, bytes],
+                     old_boundary: set[bytes], current_boundary: Any, record_boundary: Any,
+                     stats: GcStats, attempts: int = 5) -> int:
+    """Delete ``dead`` under ``backend.exclusive``: read the refs again
+    there, mark from every ref that moved since ``refs`` (only the new
+    commits and trees: the walk stops at what is marked already), and delete
+    what is still unmarked, all before any writer may commit again.
+
+    Under the lock a moved ref keeps its whole new history down to what is
+    already kept (no window), so the boundary recorded before stays right,
+    except when a ref moved onto a commit of the old boundary that this gc
+    was cutting: then the boundary is recorded again outside the lock and
+    the locked step is retried."""
+    for _attempt in range(attempts):
+        k0 = len(m.kept_log)
+
+        def locked(view: Any) -> tuple[int | None, dict[str, bytes]]:
+            t = time.perf_counter()
+            m.src, limit, m.keep_last = view, m.keep_last, None
+            try:
+                now = view.list_refs()
+                for name, oid in sorted(now.items()):
+                    if refs.get(name) == oid:
+                        continue
+                    if name == BOUNDARY_REF:
+                        m.marked.add(oid)
+                    else:
+                        m.root(oid)
+                recorded = current_boundary()
+                if any(c in old_boundary and c not in recorded for c in m.kept_log[k0:]):
+                    return None, now
+                return view.remove_many([o for o in dead if o not in m.marked]), now
+            finally:
+                m.src, m.keep_last = backend, limit
+                stats.pause += time.perf_counter() - t
+
+        n, now = backend.exclusive(locked)
+        if refs != now:
+            stats.remarks += 1
+        if n is not None:
+            return n
+        refs = now
+        record_boundary()
+    raise StoreError(f"gc: refs kept moving onto cut history during {attempts} attempts; "
+                     "nothing live was touched; run gc again")
+
+
+def _sweep_retrying(backend: Any, m: _Marker, dead: list[bytes], token: object, remark: Any,
+                    stats: GcStats, progress: bool | None, batch: int,
+                    max_retries: int) -> None:
+    """Backends without ``exclusive``: conditional deletes, re-marking and
+    retrying whenever a ref moved (bounded)."""
     with bar(progress, "gc sweep", total=len(dead)) as pb:
         i = failures = 0
         while i < len(dead):
@@ -303,24 +408,12 @@ def gc(repo: Repo, *, keep_last: int | None = None, dry_run: bool = False,
                         "nothing live was touched; run gc again")
                 if failures > 8:  # let a burst of commits pass
                     time.sleep(random.uniform(0, 0.002 * min(failures, 50)))
-                token, refs = remark()
+                token, _refs = remark()
                 continue
             failures = 0
             stats.removed += n
             pb.update(min(batch, len(dead) - i))
             i += batch
-    stats.live = len(m.marked)
-
-    if hasattr(backend, "_packed_refs"):  # git: count what packs still hold
-        stats.packed_kept = _git_packed_dead(backend, [o for o in dead if o not in m.marked])
-    compactor = getattr(backend, "compact", None)
-    if compact and compactor is not None and stats.removed:
-        cs = compactor()
-        stats.compacted = True
-        stats.bytes_before = getattr(cs, "used_before", 0)
-        stats.bytes_after = getattr(cs, "used_after", 0)
-    stats.seconds = time.perf_counter() - t0
-    return stats
 
 
 def _git_packed_dead(backend: Any, oids: list[bytes]) -> int:
