@@ -5,7 +5,7 @@ Modules, one concept each:
 * :mod:`.wire`: the sans-I/O codec (header, message types, error names, framing);
 * :mod:`.paths`: path validation, relative to absolute;
 * :mod:`.perms`: permission lists and checks;
-* :mod:`.nodes`: the in-memory immutable Xenstore tree and its operations;
+* :mod:`.nodes`: the in-memory copy-on-write Xenstore tree and its operations;
 * :mod:`.storage`: the node representation in irmin trees and the committer;
 * :mod:`.watches`, :mod:`.transactions`, :mod:`.domains`, :mod:`.quota`,
   :mod:`.control`: what their names say;

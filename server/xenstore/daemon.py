@@ -1,6 +1,6 @@
 """The asyncio Xenstore server: connections, dispatch, the current tree.
 
-One :class:`Server` owns the current root (an immutable :class:`~.nodes.Node`
+One :class:`Server` owns the current root (a copy-on-write :class:`~.nodes.Node`
 tree), the watches, the domains and the :class:`~.storage.Storage` that
 commits the tree to the store branch. Each connection is an
 ``asyncio.Protocol`` that parses packets in ``data_received`` and answers

@@ -1,10 +1,11 @@
-"""The Xenstore tree in memory: immutable nodes, shared between versions.
+"""The Xenstore tree in memory: copy-on-write nodes, shared between versions.
 
 A :class:`Node` has a byte value, perms and children in insertion order (a
-dict). Nodes are never changed in place: an operation copies the nodes on
-the path it changes and shares everything else, so a snapshot (for a
-transaction, or for the committer) is the root pointer, O(1), and two roots
-can be compared subtree by subtree with ``is`` (see :mod:`.storage`).
+dict). A snapshot's nodes are never changed: an operation copies the nodes
+on the path it changes and shares everything else (see ``owner`` below for
+the copies it may change again), so a snapshot (for a transaction, or for
+the committer) is the root pointer, O(1), and two roots can be compared
+subtree by subtree with ``is`` (see :mod:`.storage`).
 
 Each node carries two generation stamps from one global counter: ``gen``
 moves when its value or perms change (or it is created), ``cgen`` when its
@@ -20,7 +21,8 @@ nodes of a snapshot are never changed again. A node owning a children dict
 is the only node referencing it (nodes that share a dict have no owner).
 
 The operations here are the semantics of the C xenstored's WRITE, MKDIR, RM
-and SET_PERMS on a root: pure functions returning the new root, raising
+and SET_PERMS on a root: functions returning the new root (the same object
+when it was changed in place), raising
 :class:`~.wire.XsError`, and appending watch events ``(path, exact, perms)``.
 """
 

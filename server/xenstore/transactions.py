@@ -1,4 +1,4 @@
-"""Transactions: a snapshot of the immutable tree, merged at the end.
+"""Transactions: a snapshot of the copy-on-write tree, merged at the end.
 
 START takes the current root (O(1)). Requests inside read and write the
 transaction's own root and record what they touched: ``V`` (a node's value
