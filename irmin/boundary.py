@@ -10,9 +10,10 @@ ids of those commits -- the *boundary* -- in a blob pointed at by the ref
     <hex id of a boundary commit>
     ...
 
-Readers of history (fsck, gc, copy) treat a boundary commit as a root: its
-parents are not followed, and their absence is not an error. Anything else
-missing is. Because the list is an ordinary blob behind an ordinary ref, it
+Readers of history (fsck, gc, copy, and :mod:`irmin.history`'s walks behind
+``Store.history``, ``irmin log`` and merge bases) treat a boundary commit as
+a root: its parents are not followed, and their absence is not an error.
+Anything else missing is. Because the list is an ordinary blob behind an ordinary ref, it
 travels with ``irmin copy`` and sync like any other object, and a ref that
 points at a blob is legal git.
 
@@ -30,7 +31,7 @@ from irmin.backends.base import RefUpdate
 if TYPE_CHECKING:
     from .repo import Repo
 
-__all__ = ["BOUNDARY_REF", "read_boundary", "encode_boundary", "boundary_update"]
+__all__ = ["BOUNDARY_REF", "read_boundary", "encode_boundary", "boundary_update", "cut_commits"]
 
 BOUNDARY_REF = "refs/irmin/gc-boundary"
 _MAGIC = b"irmin gc-boundary 1\n"
@@ -70,6 +71,23 @@ def read_boundary(repo: Repo) -> tuple[bytes | None, set[bytes]]:
     if kind != b"blob":
         return oid, set()
     return oid, decode_boundary(body)
+
+
+def cut_commits(repo: Repo) -> frozenset[bytes]:
+    """The boundary commits, for history walks: one ref read per call; the
+    list itself is read (and decoded) only when the ref moved since the last
+    call on this ``repo``."""
+    oid = repo.backend.get_ref(BOUNDARY_REF)
+    if oid is None:
+        return frozenset()
+    cached = getattr(repo, "_cut_cache", None)
+    if cached is not None and cached[0] == oid:
+        return cached[1]  # type: ignore[no-any-return]
+    blob, oids = read_boundary(repo)
+    out = frozenset(oids)
+    if blob is not None:
+        repo._cut_cache = (blob, out)  # type: ignore[attr-defined]
+    return out
 
 
 def boundary_update(repo: Repo, old: bytes | None, oids: set[bytes]) -> tuple[

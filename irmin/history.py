@@ -4,6 +4,11 @@ Commits are loaded only as the walk reaches them. The merge base is the set
 of lowest common ancestors, found as git does (paint both sides down in date
 order until only stale commits remain, then drop results that are ancestors
 of other results).
+
+History cut by ``irmin gc --keep-last`` ends at the recorded boundary
+(:mod:`irmin.boundary`): a boundary commit is treated as a root, its parents
+are not followed. The list is read once per walk (one ref read; the list
+itself only when it changed).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import heapq
 import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from .boundary import cut_commits
 
 if TYPE_CHECKING:
     from .commit import Commit
@@ -23,7 +30,8 @@ def walk(
 ) -> Iterator[Commit]:
     """Commits reachable from ``heads``, newest first (by committer date,
     children before parents), each once; ``depth`` bounds the distance from
-    the heads (1: the heads only)."""
+    the heads (1: the heads only). Stops at the gc boundary."""
+    cut = cut_commits(repo)
     counter = itertools.count()
     seen: set[bytes] = set()
     heap: list[tuple[int, int, Commit, int]] = []
@@ -34,7 +42,7 @@ def walk(
     while heap:
         _, _, c, d = heapq.heappop(heap)
         yield c
-        if depth is not None and d >= depth:
+        if (depth is not None and d >= depth) or c.oid in cut:
             continue
         parents = c.parent_ids[:1] if first_parent else c.parent_ids
         for pid in parents:
@@ -48,6 +56,7 @@ _P1, _P2, _STALE, _RESULT = 1, 2, 4, 8
 
 
 def _paint(repo: Repo, one: Commit, others: list[Commit]) -> list[Commit]:
+    cut = cut_commits(repo)
     flags: dict[bytes, int] = {}
     counter = itertools.count()
     heap: list[tuple[int, int, Commit]] = []
@@ -73,6 +82,8 @@ def _paint(repo: Repo, one: Commit, others: list[Commit]) -> list[Commit]:
                 flags[c.oid] |= _RESULT
                 results.append(c)
             f |= _STALE
+        if c.oid in cut:
+            continue
         for pid in c.parent_ids:
             pf = flags.get(pid, 0)
             if (pf & f) == f:

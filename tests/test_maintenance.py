@@ -440,3 +440,62 @@ def test_cli_gc_and_snapshot(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, ["--store", snap, "log"])
     assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 1, r.output
+
+
+# -- history past a windowed gc ---------------------------------------------------
+
+
+def test_history_stops_at_the_gc_boundary(repo: irmin.Repo) -> None:
+    """After ``gc --keep-last N`` history walks (Store.history, lcas, merge)
+    end at the recorded boundary instead of raising MissingObject."""
+    main = fill(repo, 25)
+    fork = main.head
+    assert fork is not None
+    dev = repo.branch("dev")
+    dev.reset(fork)
+    for i in range(5):
+        main.set(f"m{i}", b"%d" % i)
+    for i in range(3):
+        dev.set(f"d{i}", b"%d" % i)
+    ids = [c.id for c in main.history()]
+    gc(repo, keep_last=10, progress=False)
+    # dev's window reaches 2 commits further down the shared history than
+    # main's: they are kept, and main's history shows every kept commit
+    assert [c.id for c in main.history()] == ids[:12]
+    assert not repo.backend.has(bytes.fromhex(ids[12]))
+    assert [c.id for c in main.history(depth=4)] == ids[:4]
+    assert len(list(dev.history())) == 10
+    assert [c.id for c in main.lcas(dev)] == [fork.id]  # the fork point is kept
+    gc(repo, keep_last=3, progress=False)  # now the fork point is cut on both sides
+    assert [c.id for c in main.history()] == ids[:3]
+    assert main.lcas(dev) == []  # no common ancestor left: not an error
+    reads = {"n": 0}
+    real_get_ref = repo.backend.get_ref
+
+    def counting_get_ref(name: str) -> bytes | None:
+        reads["n"] += 1
+        return real_get_ref(name)
+
+    repo.backend.get_ref = counting_get_ref  # type: ignore[method-assign]
+    assert len(list(main.history())) == 3
+    assert reads["n"] <= 2  # the head, and the boundary once per walk
+
+
+def test_cli_log_on_a_windowed_store(tmp_path: Path) -> None:
+    from irmin.server.cli import main as cli
+
+    uri = f"lmdb:{tmp_path / 's'}"
+    runner = CliRunner()
+    for i in range(6):
+        assert runner.invoke(cli, ["--store", uri, "set", "k", str(i)]).exit_code == 0
+    with irmin.open(uri) as repo:
+        kept = [c.id for c in repo.main().history()][:3]
+    r = runner.invoke(cli, ["--store", uri, "gc", "--keep-last", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["--store", uri, "log"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 3, r.output
+    assert all(k.startswith(ln.split()[0]) for k, ln in zip(kept, lines, strict=True)), r.output
+    r = runner.invoke(cli, ["--store", uri, "log", "--json"])
+    assert r.exit_code == 0 and all(k in r.output for k in kept), r.output
