@@ -1,6 +1,6 @@
 """Benchmark our xenstored side by side with the reference daemons.
 
-    python bench/bench_xenstored.py [--iterations 1000] [--clients 100] [--no-write-docs]
+    python bench/bench_xenstored.py [--iterations 1000] [--clients 100] [--rounds 1] [--no-write-docs]
 
 1. ``test-xenstore -i N``: per-operation means (one libxenstore client).
 2. A bootstorm: C clients (4 processes x C/4 asyncio connections) each
@@ -9,8 +9,10 @@
 
 Daemons: ours (memory:, grouped commits), ours (lmdb:, durable: every reply
 after its commit is written), the C xenstored and oxenstored via
-../shared/tools/xsref. Results go to docs/benchmarks.md between the
-xenstored markers.
+../shared/tools/xsref. With ``--rounds R`` every daemon is measured R times,
+interleaved (a fresh daemon each round), and each figure is the median over
+the rounds: a loaded machine then disturbs all daemons alike. Results go to
+docs/benchmarks.md between the xenstored markers.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import re
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -148,6 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; figures are medians")
     ap.add_argument("--no-write-docs", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="xsbench-"))
@@ -157,28 +162,37 @@ def main() -> None:
         "C xenstored": lambda: start_reference(tmp),
         "oxenstored": lambda: start_reference(tmp, True),
     }
-    ops: dict[str, dict[str, float]] = {}
-    storms: dict[str, dict[str, float]] = {}
-    for name, start in daemons.items():
-        d = start()
-        try:
-            ops[name] = test_xenstore(d, args.iterations)
-            storms[name] = bootstorm(d, args.clients)
-        finally:
-            d.stop()
-        print(name, ops[name], storms[name], flush=True)
+    runs_ops: dict[str, list[dict[str, float]]] = {n: [] for n in daemons}
+    runs_storm: dict[str, list[dict[str, float]]] = {n: [] for n in daemons}
+    for r in range(args.rounds):
+        for name, start in daemons.items():
+            d = start()
+            try:
+                runs_ops[name].append(test_xenstore(d, args.iterations))
+                runs_storm[name].append(bootstorm(d, args.clients))
+            finally:
+                d.stop()
+            print(f"round {r + 1}", name, runs_ops[name][-1], runs_storm[name][-1], flush=True)
+    ops = {n: _median(v) for n, v in runs_ops.items()}
+    storms = {n: _median(v) for n, v in runs_storm.items()}
     report = render(ops, storms, args)
     print(report)
     if not args.no_write_docs:
         write_docs(report)
 
 
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0] if all(k in r for r in runs)}
+
+
 def render(ops: dict[str, dict[str, float]], storms: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
     names = list(ops)
     c = "C xenstored"
     lines = ["## xenstored", "",
-             f"`python bench/bench_xenstored.py --iterations {args.iterations} --clients {args.clients}`"
-             f" (one run, {time.strftime('%Y-%m-%d')}, same machine, daemons one after the other).", "",
+             f"`python bench/bench_xenstored.py --iterations {args.iterations} --clients {args.clients}"
+             f" --rounds {args.rounds}` ({time.strftime('%Y-%m-%d')}, same machine, daemons one after the"
+             f" other, {'one round' if args.rounds == 1 else f'medians of {args.rounds} interleaved rounds'};"
+             f" load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs).", "",
              f"### test-xenstore -i {args.iterations}: mean µs per operation (ratio to C)", "",
              "| operation | " + " | ".join(names) + " |",
              "|---|" + "---|" * len(names)]
