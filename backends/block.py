@@ -73,8 +73,8 @@ _WINDOW = 1 << 20  # read-ahead when scanning segment headers
 _CKPT_MIN = 4096  # tail entries before a checkpoint is due (see _ckpt_due)
 _PIPELINE_MIN = 1 << 20  # payload bytes from which CRCs overlap the write
 _FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-_COMPACT_CHUNK = 8 << 20  # bytes re-appended per compaction batch (writer lock held)
-_COMPACT_CHUNK_N = 20_000  # objects per compaction batch
+_COMPACT_CHUNK = 4 << 20  # bytes re-appended per compaction batch (writer lock held)
+_COMPACT_CHUNK_N = 4_000  # objects per compaction batch
 
 
 @dataclass
@@ -133,6 +133,9 @@ class BlockBackend(Backend):
         #: While a compaction runs: ids that ``apply`` found already stored
         #: (a writer re-creating them), which ``compact(live_ids)`` keeps.
         self._reput: set[bytes] | None = None
+        #: While compaction copies a chunk: records it read before taking
+        #: the locks, ``oid -> (location, bytes)``.
+        self._preread: dict[bytes, tuple[tuple[int, int, int], bytes]] | None = None
         try:
             self._sb = _read_superblock(device, uri)
             self._check_device()
@@ -709,17 +712,39 @@ class BlockBackend(Backend):
         before this log position has been copied. ``final``: the end of the
         old part; this commit also moves log_start there.
         """
+        # Read what to copy before taking the locks (writers would otherwise
+        # wait for thousands of reads); under the locks only what is still
+        # where it was read is copied, and the CRC checked on each read
+        # catches space another process reused meanwhile.
+        pre: dict[bytes, tuple[tuple[int, int, int], bytes]] = {}
+        for oid, loc in pending:
+            try:
+                pre[oid] = (loc, self._read_object(oid, loc))
+            except BlockCorruption:
+                continue
         with self._lock, _WriterLock(self._dev):
-            self._refresh()
-            if self._root.log_start != state["start"]:
-                raise StoreError(f"{self.uri}: the log start moved during compaction "
-                                 "(another process compacting?); nothing lost, run it again")
-            index = self._index
-            todo = [(oid, loc) for oid, loc in pending if index.get(oid) == loc]
-            if todo or final is not None:
-                self._commit_copy(todo, state, stats, live, final)
-            if copied_to is not None:
-                state["copied"] = copied_to
+            self._preread = pre
+            try:
+                self._copy_live_locked(pending, state, stats, live, copied_to, final)
+            finally:
+                self._preread = None
+
+    def _copy_live_locked(
+        self, pending: list[tuple[bytes, tuple[int, int, int]]], state: dict[str, int],
+        stats: CompactStats, live: set[bytes] | None, copied_to: int | None,
+        final: int | None,
+    ) -> None:
+        """:meth:`_copy_live`'s part under both locks."""
+        self._refresh()
+        if self._root.log_start != state["start"]:
+            raise StoreError(f"{self.uri}: the log start moved during compaction "
+                             "(another process compacting?); nothing lost, run it again")
+        index = self._index
+        todo = [(oid, loc) for oid, loc in pending if index.get(oid) == loc]
+        if todo or final is not None:
+            self._commit_copy(todo, state, stats, live, final)
+        if copied_to is not None:
+            state["copied"] = copied_to
 
     def _leftovers(self, a: int, b: int, live: set[bytes] | None,
                    skip: set[bytes]) -> list[tuple[bytes, tuple[int, int, int]]]:
@@ -755,7 +780,13 @@ class BlockBackend(Backend):
             return
 
     def _copy_batch(self, items: list[tuple[bytes, tuple[int, int, int]]]) -> Batch:
-        return Batch(objects=[(oid, self._read_object(oid, loc)) for oid, loc in items])
+        pre = self._preread or {}
+        out = []
+        for oid, loc in items:
+            got = pre.get(oid)
+            out.append((oid, got[1] if got is not None and got[0] == loc
+                        else self._read_object(oid, loc)))
+        return Batch(objects=out)
 
     @staticmethod
     def _count(stats: CompactStats, items: list[tuple[bytes, tuple[int, int, int]]]) -> None:

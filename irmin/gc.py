@@ -68,7 +68,8 @@ class GcStats:
     kept_commits: int = 0
     boundary: int = 0  # commits on the history boundary after this gc
     remarks: int = 0  # times the sweep re-marked because refs moved
-    pause: float = 0.0  # seconds writers were held off (the locked sweep)
+    pause: float = 0.0  # seconds writers were held off (all locked sweep steps)
+    pause_max: float = 0.0  # the longest single locked step
     packed_kept: int = 0  # git: unreachable objects inside packs (not deleted)
     compacted: bool = False
     bytes_before: int = 0  # block: live log bytes before/after compaction
@@ -315,8 +316,8 @@ def gc(repo: Repo, *, keep_last: int | None = None, dry_run: bool = False,
 
     if _has_exclusive(backend):
         with bar(progress, "gc sweep", total=len(dead)) as pb:
-            stats.removed = _sweep_exclusive(backend, m, dead, refs, old_boundary,
-                                             lambda: new_boundary, rerecord, stats)
+            stats.removed = _sweep_exclusive(backend, m, dead, dict(refs), old_boundary,
+                                             lambda: new_boundary, rerecord, stats, batch)
             pb.update(len(dead))
     else:
         _sweep_retrying(backend, m, dead, token, remark, stats, progress, batch, max_retries)
@@ -343,17 +344,31 @@ def _has_exclusive(backend: Any) -> bool:
 
 def _sweep_exclusive(backend: Any, m: _Marker, dead: list[bytes], refs: dict[str, bytes],
                      old_boundary: set[bytes], current_boundary: Any, record_boundary: Any,
-                     stats: GcStats, attempts: int = 5) -> int:
-    """Delete ``dead`` under ``backend.exclusive``: read the refs again
-    there, mark from every ref that moved since ``refs`` (only the new
-    commits and trees: the walk stops at what is marked already), and delete
-    what is still unmarked, all before any writer may commit again.
+                     stats: GcStats, batch: int, attempts: int = 5) -> int:
+    """Delete ``dead`` in batches, each under its own ``backend.exclusive``:
+    read the refs again there, mark from every ref that moved since ``refs``
+    (only the new commits and trees: the walk stops at what is marked
+    already), and delete what of the batch is still unmarked, all before any
+    writer may commit again. Writers commit between batches, so each pause
+    stays short however much garbage there is.
 
     Under the lock a moved ref keeps its whole new history down to what is
     already kept (no window), so the boundary recorded before stays right,
     except when a ref moved onto a commit of the old boundary that this gc
     was cutting: then the boundary is recorded again outside the lock and
     the locked step is retried."""
+    removed = 0
+    for i in range(0, len(dead), batch):
+        chunk = dead[i:i + batch]
+        removed += _locked_delete(backend, m, chunk, refs, old_boundary, current_boundary,
+                                  record_boundary, stats, attempts)
+    return removed
+
+
+def _locked_delete(backend: Any, m: _Marker, dead: list[bytes], refs: dict[str, bytes],
+                   old_boundary: set[bytes], current_boundary: Any, record_boundary: Any,
+                   stats: GcStats, attempts: int) -> int:
+    """One batch of :func:`_sweep_exclusive` (``refs`` is updated in place)."""
     for _attempt in range(attempts):
         k0 = len(m.kept_log)
 
@@ -375,14 +390,17 @@ def _sweep_exclusive(backend: Any, m: _Marker, dead: list[bytes], refs: dict[str
                 return view.remove_many([o for o in dead if o not in m.marked]), now
             finally:
                 m.src, m.keep_last = backend, limit
-                stats.pause += time.perf_counter() - t
+                dt = time.perf_counter() - t
+                stats.pause += dt
+                stats.pause_max = max(stats.pause_max, dt)
 
         n, now = backend.exclusive(locked)
         if refs != now:
             stats.remarks += 1
+            refs.clear()
+            refs.update(now)
         if n is not None:
             return n
-        refs = now
         record_boundary()
     raise StoreError(f"gc: refs kept moving onto cut history during {attempts} attempts; "
                      "nothing live was touched; run gc again")
