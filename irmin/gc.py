@@ -10,17 +10,21 @@ Mark and sweep, made safe for concurrent readers and writers:
    and tags are read; blobs are marked by id. With ``keep_last=N`` only the
    newest N commits reachable from each ref (newest first by committer date,
    all parents, as ``irmin log`` shows them) are kept; see "window" below.
-3. **Sweep** the unmarked ids of the snapshot in batches, each batch deleted
-   only if no ref changed since the refs were last read
-   (``remove_many_if_refs_unchanged(oids, token)``, atomic on LMDB: the check
-   and the deletes are one write transaction, serialised with writers). If a
-   ref moved, gc re-marks from the new ref values and drops from the
-   candidates whatever became reachable again -- which covers the one subtle
-   case: a writer re-creating an object identical to a garbage one (same
-   content, same id), which ``put``'s idempotence would otherwise let gc
-   delete under it. Backends without the atomic method get the check and
-   the delete back to back (a window of microseconds; documented in
-   docs/maintenance.md).
+3. **Sweep** under ``backend.exclusive(fn)``, one batch of the unmarked
+   snapshot ids at a time: while ``fn`` runs no writer of the store can
+   commit (LMDB: one write transaction; block: the writer lock and its
+   ``flock``; memory: its lock; git: a gate for this process's writers).
+   Inside, gc reads the refs again, marks from every ref that moved since
+   it last looked -- only the new commits and trees: the walk stops at ids
+   already marked -- and deletes what of the batch is still unmarked.
+   Writers wait only for that (``GcStats.pause``). This covers the one
+   subtle case: a writer re-creating an object identical to a garbage one
+   (same content, same id), which ``put``'s idempotence would otherwise let
+   gc delete under it -- its commit lands either before the lock (the
+   re-mark sees it) or after the delete (its ``put`` stores the object
+   again). Backends without ``exclusive`` get the older scheme: batches
+   deleted with ``remove_many_if_refs_unchanged(oids, token)``, re-mark and
+   retry when a ref moved, bounded.
 4. **Compact** (``block:``): deletes there are tombstones, and the space
    comes back when the backend's ``compact()`` rewrites the live log. On
    ``git:`` loose objects are unlinked; objects inside pack files cannot be
