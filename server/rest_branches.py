@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from irmin.path import parse
 
-from .rest_common import BranchName, branch_store, commit_json, parse_id, repo_of, write_info
+from .rest_common import AuthorQuery, BranchName, MessageQuery, StorePath, branch_store, commit_json, parse_id, repo_of, write_info
 
 router = APIRouter(prefix="/api", tags=["branches"])
 
@@ -103,9 +103,8 @@ def set_head(request: Request, branch: BranchName, body: HeadUpdate) -> Any:
 @router.post("/branches/{branch}/merge", summary="Merge a branch or commit into this branch",
              responses={409: {"description": "conflicts: {\"conflicts\": [...]}"}})
 def merge(request: Request, branch: BranchName, body: MergeRequest,
-          author: str | None = Query(None, max_length=1000, description="overrides X-Irmin-Author"),
-          message: str | None = Query(None, max_length=100_000,
-                                      description="overrides X-Irmin-Message")) -> dict[str, Any]:
+          author: AuthorQuery = None,
+          message: MessageQuery = None) -> dict[str, Any]:
     repo = repo_of(request)
     store = branch_store(repo, branch)
     # like every write: the body's fields, else ?author=/?message=, else the headers
@@ -130,7 +129,7 @@ def history(request: Request, branch: BranchName,
 
 @router.get("/branches/{branch}/last_modified/{path:path}",
             summary="The latest commits that changed a path")
-def last_modified(request: Request, branch: BranchName, path: str,
+def last_modified(request: Request, branch: BranchName, path: StorePath,
                   n: int = Query(1, ge=1, le=100)) -> dict[str, Any]:
     repo = repo_of(request)
     store = branch_store(repo, branch)

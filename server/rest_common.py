@@ -8,7 +8,7 @@ import dataclasses
 from urllib.parse import unquote_to_bytes
 from typing import Annotated, Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 
@@ -30,7 +30,14 @@ def _branch_name(name: str) -> str:
 
 
 #: A ``{branch}`` path parameter: ``%2F`` in it is a ``/`` of the branch name.
-BranchName = Annotated[str, AfterValidator(_branch_name)]
+BranchName = Annotated[str, Path(max_length=255), AfterValidator(_branch_name)]
+#: A ``{path}`` in the store (``a/b/c``); longer ones get a 422, not a dropped connection.
+StorePath = Annotated[str, Path(max_length=4096)]
+#: An object id (hex, or a unique prefix) or, where documented, a branch name.
+ObjectRef = Annotated[str, Path(max_length=255)]
+#: Commit metadata given in the query string (longer messages go in the body or headers).
+AuthorQuery = Annotated[str | None, Query(max_length=1000, description="commit author, 'Name <email>'")]
+MessageQuery = Annotated[str | None, Query(max_length=4096, description="commit message")]
 
 
 class BranchSlashes:

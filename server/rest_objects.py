@@ -9,19 +9,19 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from irmin.errors import MissingObject
 from irmin.objects import MODE_TREE
 
-from .rest_common import commit_json, diff_json, parse_id, repo_of
+from .rest_common import ObjectRef, commit_json, diff_json, parse_id, repo_of
 
 router = APIRouter(prefix="/api", tags=["objects"])
 
 
 @router.get("/commits/{commit_id}", summary="A commit by id")
-def get_commit(request: Request, commit_id: str) -> dict[str, Any]:
+def get_commit(request: Request, commit_id: ObjectRef) -> dict[str, Any]:
     repo = repo_of(request)
     return commit_json(repo.commit(parse_id(repo, commit_id)))
 
 
 @router.get("/trees/{tree_id}", summary="A tree's entries by id, paginated")
-def get_tree(request: Request, tree_id: str,
+def get_tree(request: Request, tree_id: ObjectRef,
              offset: int = Query(0, ge=0, le=10_000_000),
              limit: int = Query(1000, ge=1, le=10_000)) -> dict[str, Any]:
     repo = repo_of(request)
@@ -40,7 +40,7 @@ def get_tree(request: Request, tree_id: str,
 
 @router.get("/objects/{object_id}", summary="A raw object's body (git type in X-Git-Type)",
             responses={200: {"content": {"application/octet-stream": {}}}})
-def get_object(request: Request, object_id: str,
+def get_object(request: Request, object_id: ObjectRef,
                canonical: bool = Query(False, description="include git's '<type> <size>\\0' header")) -> Response:
     repo = repo_of(request)
     oid = parse_id(repo, object_id)

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from irmin.errors import NotFoundError
 from irmin.path import parse
 
-from .rest_common import BranchName, branch_store, contents_codec, jsonable, repo_of, write_info
+from .rest_common import AuthorQuery, BranchName, MessageQuery, StorePath, branch_store, contents_codec, jsonable, repo_of, write_info
 
 router = APIRouter(prefix="/api", tags=["paths"])
 
@@ -71,7 +71,7 @@ def read_root(request: Request, branch: BranchName,
 
 @router.get("/branches/{branch}/tree/{path:path}", summary="Read a value or list a directory",
             responses=_VALUE_RESPONSES)
-def read_path(request: Request, branch: BranchName, path: str,
+def read_path(request: Request, branch: BranchName, path: StorePath,
               contents: str | None = Query(None, description=CONTENTS_HELP),
               offset: int = Query(0, ge=0, le=10_000_000),
               limit: int = Query(1000, ge=1, le=10_000)) -> Response:
@@ -82,9 +82,9 @@ def read_path(request: Request, branch: BranchName, path: str,
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                 "application/json": {"schema": {}}}}})
-async def write_path(request: Request, branch: BranchName, path: str,
+async def write_path(request: Request, branch: BranchName, path: StorePath,
                      contents: str | None = Query(None, description=CONTENTS_HELP),
-                     author: str | None = None, message: str | None = None) -> dict[str, Any]:
+                     author: AuthorQuery = None, message: MessageQuery = None) -> dict[str, Any]:
     repo = repo_of(request)
     steps = parse(path)
     if not steps:
@@ -119,8 +119,8 @@ def _decode_json(body: bytes) -> Any:
 
 
 @router.delete("/branches/{branch}/tree/{path:path}", summary="Remove a value or subtree and commit")
-def remove_path(request: Request, branch: BranchName, path: str,
-                author: str | None = None, message: str | None = None) -> dict[str, Any]:
+def remove_path(request: Request, branch: BranchName, path: StorePath,
+                author: AuthorQuery = None, message: MessageQuery = None) -> dict[str, Any]:
     repo = repo_of(request)
     steps = parse(path)
     if not steps:

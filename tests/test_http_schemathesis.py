@@ -6,7 +6,6 @@ covers it)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from http_server import Server
 MAX_EXAMPLES = "25"
 
 
-@pytest.mark.skipif(shutil.which("schemathesis") is None, reason="schemathesis not installed")
 def test_no_server_errors(tmp_path: Path) -> None:
     server = Server("memory:", tmp_path, "--anonymous", "write")
     try:
