@@ -121,7 +121,12 @@ def pack_bytes(clone: Path) -> int:
 
 def time_clone(env: dict[str, str], url: str, dest: Path, runs: int,
                extra: tuple[str, ...] = ()) -> tuple[float, int, float]:
-    """(best wall time, pack bytes, first run's time)."""
+    """(best wall time, pack bytes, first run's time).
+
+    One ``git ls-remote`` first, untimed, on both servers: a running server
+    has its code paths warm; the first clone of a head still builds its pack.
+    """
+    git(env, *extra, "ls-remote", url)
     best = float("inf")
     first = 0.0
     size = 0
