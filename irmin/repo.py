@@ -34,7 +34,13 @@ DEFAULT_BRANCH = "main"
 class _NodeCache:
     """LRU of loaded tree nodes (immutable, so shared by every reader),
     bounded by the number of entries held (a node of 1,000 entries weighs
-    1,000), so memory stays bounded whatever the shape of the tree."""
+    1,000), so memory stays bounded whatever the shape of the tree.
+
+    A commit that exports a new version of a node demotes the version it
+    replaced (see ``Tree._origin``) to the cold end: on a branch being
+    written, superseded versions would otherwise crowd out the nodes the
+    next commits need. (Not dropped: identical subtrees share one id, so the
+    replaced version may still stand elsewhere in the tree.)"""
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
@@ -62,6 +68,13 @@ class _NodeCache:
             while self.size > self.max_entries and len(self._d) > 1:
                 _, old = self._d.popitem(last=False)
                 self.size -= len(old._order or ()) + 1
+
+    def demote(self, oid: bytes) -> None:
+        """Make ``oid`` the first to go when room is needed."""
+        try:
+            self._d.move_to_end(oid, last=False)
+        except KeyError:
+            pass
 
     def clear(self) -> None:
         with self._lock:
@@ -96,6 +109,53 @@ class _BlobCache:
                 self.size -= len(old) + 80
 
 
+class Carry:
+    """Objects exported by the failed attempts of one write.
+
+    Exporting a tree marks its nodes clean (referred to by id), so a retry
+    that reuses them does not export them again: they travel with the retry,
+    and until the write ends they are readable through the repository even
+    though no backend holds them yet. Use as ``with Carry(repo) as carry``.
+    """
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self.objects: list[tuple[bytes, bytes]] = []
+        self._ids: set[bytes] = set()
+
+    def plus(self, objects: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """This attempt's objects and everything carried so far."""
+        return self.objects + objects if self.objects else objects
+
+    def add(self, objects: Iterable[tuple[bytes, bytes]]) -> None:
+        held = self.repo._held
+        with self.repo._held_lock:
+            for oid, raw in objects:
+                if oid not in self._ids:
+                    self._ids.add(oid)
+                    self.objects.append((oid, raw))
+                    entry = held.get(oid)
+                    held[oid] = (raw, entry[1] + 1 if entry else 1)
+
+    def __enter__(self) -> Carry:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None and self.objects:
+            # The write gave up (a conflict, a failed test): trees it exported
+            # stay marked clean in the caller's hands, so what they refer to
+            # must exist. Storing it costs space until gc, never correctness.
+            self.repo.backend.put_many(self.objects)
+        held = self.repo._held
+        with self.repo._held_lock:
+            for oid in self._ids:
+                raw, n = held[oid]
+                if n > 1:
+                    held[oid] = (raw, n - 1)
+                else:
+                    del held[oid]
+
+
 class Repo:
     """A store: objects and branches over one backend.
 
@@ -123,6 +183,9 @@ class Repo:
         self._hub_lock = threading.Lock()
         #: Objects read from the backend (tests use it to prove laziness).
         self.reads = 0
+        #: Objects carried by writes in flight (see :class:`Carry`): id -> (raw, holders).
+        self._held: dict[bytes, tuple[bytes, int]] = {}
+        self._held_lock = threading.Lock()
 
     @classmethod
     def open(cls, uri: str, **kwargs: object) -> Repo:
@@ -150,7 +213,8 @@ class Repo:
         self.reads += 1
         raw = self.backend.get(oid)
         if raw is None:
-            raw = self._fetch_missing(oid)
+            held = self._held.get(oid)
+            raw = held[0] if held is not None else self._fetch_missing(oid)
         return raw
 
     def _fetch_missing(self, oid: bytes) -> bytes:

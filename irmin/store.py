@@ -19,6 +19,7 @@ from .errors import BranchNotFound, ConflictError, NotFoundError, TestAndSetFail
 from .history import is_ancestor, lcas, walk
 from .merge import merge_commits
 from .path import Path, PathLike, parse
+from .repo import Carry
 from .tree import Kind, Tree
 
 if TYPE_CHECKING:
@@ -134,27 +135,24 @@ class Store:
         writer got in first. Returns the new commit (``None`` when nothing
         changed and ``allow_empty`` is false)."""
         attempt = 0
-        # Objects exported by a failed attempt may be shared by the next one
-        # (trees are marked clean once exported), so they travel along.
-        carry: list[tuple[bytes, bytes]] = []
-        while True:
-            head_id = self.head_id()
-            head = None if head_id is None else self.repo.commit(head_id)
-            old = head.tree if head is not None else Tree(self.repo)
-            new_tree = f(old)
-            if not allow_empty and head is not None and new_tree is old:
-                return None
-            commit, objects = self.repo.prepare_commit(new_tree, [head] if head else [], info)
-            if not allow_empty and head is not None and commit.tree_id == head.tree_id:
-                return None
-            if carry:
-                objects = carry + objects
-            if self._move(commit, head_id, objects):
-                return commit
-            carry = objects
-            attempt += 1
-            if retries is not None and attempt > retries:
-                raise ConflictError([], f"branch {self.branch} kept moving; gave up after {retries} retries")
+        with Carry(self.repo) as carry:
+            while True:
+                head_id = self.head_id()
+                head = None if head_id is None else self.repo.commit(head_id)
+                old = head.tree if head is not None else Tree(self.repo)
+                new_tree = f(old)
+                if not allow_empty and head is not None and new_tree is old:
+                    return None
+                commit, objects = self.repo.prepare_commit(new_tree, [head] if head else [], info)
+                if not allow_empty and head is not None and commit.tree_id == head.tree_id:
+                    return None
+                objects = carry.plus(objects)
+                if self._move(commit, head_id, objects):
+                    return commit
+                carry.add(objects)
+                attempt += 1
+                if retries is not None and attempt > retries:
+                    raise ConflictError([], f"branch {self.branch} kept moving; gave up after {retries} retries")
 
     def set(self, path: PathLike, value: Any, message: str = "", *, author: str | None = None,
             info: Info | None = None) -> Commit | None:
@@ -283,26 +281,26 @@ class Store:
         if theirs is None:
             raise BranchNotFound(f"nothing to merge from {name}")
         info = _info(None, message or f"merge {name} into {self.branch or 'detached head'}", author)
-        carry: list[tuple[bytes, bytes]] = []
-        while True:
-            head_id = self.head_id()
-            if head_id is None:
-                if self._move(theirs, None, []):
-                    return theirs
-                continue
-            ours = self.repo.commit(head_id)
-            if is_ancestor(self.repo, theirs, ours):
-                return ours
-            if is_ancestor(self.repo, ours, theirs):
-                if self._move(theirs, head_id, []):
-                    return theirs
-                continue
-            tree, _bases = merge_commits(self.repo, ours, theirs, info)
-            commit, objects = self.repo.prepare_commit(tree, [ours, theirs], info)
-            objects = carry + objects
-            if self._move(commit, head_id, objects):
-                return commit
-            carry = objects
+        with Carry(self.repo) as carry:
+            while True:
+                head_id = self.head_id()
+                if head_id is None:
+                    if self._move(theirs, None, []):
+                        return theirs
+                    continue
+                ours = self.repo.commit(head_id)
+                if is_ancestor(self.repo, theirs, ours):
+                    return ours
+                if is_ancestor(self.repo, ours, theirs):
+                    if self._move(theirs, head_id, []):
+                        return theirs
+                    continue
+                tree, _bases = merge_commits(self.repo, ours, theirs, info)
+                commit, objects = self.repo.prepare_commit(tree, [ours, theirs], info)
+                objects = carry.plus(objects)
+                if self._move(commit, head_id, objects):
+                    return commit
+                carry.add(objects)
 
     merge_with_branch = merge
 

@@ -20,6 +20,7 @@ from .commit import Commit, Info
 from .errors import Conflict, ConflictError
 from .merge import merge_trees
 from .path import Path, PathLike, parse
+from .repo import Carry
 from .tree import Kind, Tree
 
 if TYPE_CHECKING:
@@ -115,30 +116,30 @@ class Transaction:
         self._done = True
         if self.tree is self.base_tree:
             return None
-        carry: list[tuple[bytes, bytes]] = []  # see Store.update_tree
-        while True:
-            head_id = self.store.head_id()
-            if head_id == self.base_id:
-                tree, parent = self.tree, self.base
-            else:
-                parent = self.repo.commit(head_id) if head_id is not None else None
-                current = parent.tree if parent is not None else Tree(self.repo)
-                if self.strict:
-                    self._check_reads(current, self.reads)
+        with Carry(self.repo) as carry:  # see Store.update_tree
+            while True:
+                head_id = self.store.head_id()
+                if head_id == self.base_id:
+                    tree, parent = self.tree, self.base
                 else:
-                    rmw = {p for p in self.reads & self.writes
-                           if getattr(self.store._contents(p), "opaque", False)}
-                    if rmw:
-                        self._check_reads(current, rmw)
-                tree = merge_trees(self.repo, self.base_tree, self.tree, current)
-            commit, objects = self.repo.prepare_commit(tree, [parent] if parent else [], self.info)
-            if parent is not None and commit.tree_id == parent.tree_id:
-                return None
-            objects = carry + objects
-            if self.store._move(commit, head_id, objects):
-                self.commit_result = commit
-                return commit
-            carry = objects
+                    parent = self.repo.commit(head_id) if head_id is not None else None
+                    current = parent.tree if parent is not None else Tree(self.repo)
+                    if self.strict:
+                        self._check_reads(current, self.reads)
+                    else:
+                        rmw = {p for p in self.reads & self.writes
+                               if getattr(self.store._contents(p), "opaque", False)}
+                        if rmw:
+                            self._check_reads(current, rmw)
+                    tree = merge_trees(self.repo, self.base_tree, self.tree, current)
+                commit, objects = self.repo.prepare_commit(tree, [parent] if parent else [], self.info)
+                if parent is not None and commit.tree_id == parent.tree_id:
+                    return None
+                objects = carry.plus(objects)
+                if self.store._move(commit, head_id, objects):
+                    self.commit_result = commit
+                    return commit
+                carry.add(objects)
 
     def abort(self) -> None:
         self._done = True

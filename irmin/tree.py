@@ -64,7 +64,7 @@ def _entry_is_tree(e: object) -> bool:
 class Tree:
     """An immutable directory node. See the module docstring for its states."""
 
-    __slots__ = ("_repo", "_oid", "_entries", "_order", "_keys", "_encl", "_dirty")
+    __slots__ = ("_repo", "_oid", "_entries", "_order", "_keys", "_encl", "_dirty", "_origin")
 
     def __init__(self, repo: Repo, oid: bytes | None = None) -> None:
         self._repo = repo
@@ -74,6 +74,8 @@ class Tree:
         self._keys: list[bytes] | None = None if oid is not None else []
         self._encl: list[bytes | None] | None = None if oid is not None else []
         self._dirty: frozenset[str] = frozenset()
+        #: Id of the stored version this in-memory node was derived from.
+        self._origin: bytes | None = None
 
     # -- loading --------------------------------------------------------------
 
@@ -425,6 +427,7 @@ class Tree:
         t._keys = keys
         t._encl = encl
         t._dirty = frozenset(dirty)
+        t._origin = self._oid if self._oid is not None else self._origin
         return t
 
     # -- encoding and export ----------------------------------------------------
@@ -465,7 +468,10 @@ class Tree:
             oid = self._repo.fmt.hash_raw(raw)
             self._oid = oid
         out.append((oid, raw))
-        self._repo._nodes.put(oid, self)
+        nodes = self._repo._nodes
+        if self._origin is not None and self._origin != oid:
+            nodes.demote(self._origin)  # superseded by this version
+        nodes.put(oid, self)
         return oid
 
     # -- diff -----------------------------------------------------------------
