@@ -637,49 +637,45 @@ def _write(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) 
     if i < 0:
         raise XsError("EINVAL")
     path, parts = s.path(conn, payload[:i])
-    value = payload[i + 1:]
-    who = s._caller(conn)
+    return _change(s, conn, tx, "WRITE", nodes.write, parts, path, payload[i + 1:])
+
+
+def _change(s: Server, conn: Connection, tx: Transaction | None, kind: str,
+            op: Callable[..., nodes.Node], parts: list[str], path: str, *args: object) -> bytes:
+    """One mutation (``nodes.write``, ``mkdir``, ``rm``, ``set_perms``):
+    recorded in the transaction (with what it read and wrote), or applied to
+    the live tree and its watch events fired."""
     if tx is not None:
-        tx.access(parts, "w")
-        tx.touch_path(parts)
-        tx.apply(nodes.write, parts, path, value)
+        tx.access(parts, _TX_ACCESS[kind])
+        _TX_TOUCH[kind](tx, parts)
+        tx.apply(op, parts, path, *args)
         return OK
     events: list[nodes.Event] = []
-    s.root = nodes.write(s.root, parts, path, value, who, events)
-    s.changed("WRITE", events, path)
+    new = op(s.root, parts, path, *args, s._caller(conn), events)
+    if events:  # (the root may be the same object: changed in place)
+        s.root = new
+        s.changed(kind, events, path)
     return OK
+
+
+#: How each mutation counts in a transaction: the access checked, the parts touched.
+_TX_ACCESS = {"WRITE": "w", "MKDIR": "w", "RM": "rm", "SET_PERMS": "r"}
+_TX_TOUCH: dict[str, Callable[[Transaction, list[str]], None]] = {
+    "WRITE": lambda tx, parts: tx.touch_path(parts),
+    "MKDIR": lambda tx, parts: tx.touch_path(parts),
+    "RM": lambda tx, parts: tx.touch(S, parts),
+    "SET_PERMS": lambda tx, parts: tx.touch(V, parts),
+}
 
 
 def _mkdir(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
     path, parts = s.path(conn, onearg(payload))
-    who = s._caller(conn)
-    if tx is not None:
-        tx.access(parts, "w")
-        tx.touch_path(parts)
-        tx.apply(nodes.mkdir, parts, path)
-        return OK
-    events: list[nodes.Event] = []
-    new = nodes.mkdir(s.root, parts, path, who, events)
-    if events:  # created (the root may be the same object: changed in place)
-        s.root = new
-        s.changed("MKDIR", events, path)
-    return OK
+    return _change(s, conn, tx, "MKDIR", nodes.mkdir, parts, path)
 
 
 def _rm(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
     path, parts = s.path(conn, onearg(payload))
-    who = s._caller(conn)
-    if tx is not None:
-        tx.access(parts, "rm")
-        tx.touch(S, parts)
-        tx.apply(nodes.rm, parts, path)
-        return OK
-    events: list[nodes.Event] = []
-    new = nodes.rm(s.root, parts, path, who, events)
-    if events:  # removed (the root may be the same object: changed in place)
-        s.root = new
-        s.changed("RM", events, path)
-    return OK
+    return _change(s, conn, tx, "RM", nodes.rm, parts, path)
 
 
 def _set_perms(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
@@ -696,16 +692,7 @@ def _set_perms(s: Server, conn: Connection, tx: Transaction | None, payload: byt
         s.special_perms[name] = new_perms
         return OK
     path, parts = s.path(conn, args[0])
-    who = s._caller(conn)
-    if tx is not None:
-        tx.access(parts)
-        tx.touch(V, parts)
-        tx.apply(nodes.set_perms, parts, path, new_perms)
-        return OK
-    events: list[nodes.Event] = []
-    s.root = nodes.set_perms(s.root, parts, path, new_perms, who, events)
-    s.changed("SET_PERMS", events, path)
-    return OK
+    return _change(s, conn, tx, "SET_PERMS", nodes.set_perms, parts, path, new_perms)
 
 
 def _watch(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
