@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from .errors import InvalidRefName, StoreClosed
+from .errors import InvalidRefName, StoreClosed, StoreError
 
 _T = TypeVar("_T")
 
@@ -204,10 +204,11 @@ class Backend(ABC):
         the backend has to retry (e.g. LMDB growing its map): keep it
         re-runnable. Writers wait while it runs, so keep it short.
 
-        Backends that cannot provide this raise ``NotImplementedError``
-        (gc then falls back to ``remove_many_if_refs_unchanged``).
+        Optional: a backend that cannot hold its writers off keeps this
+        default, which refuses (gc then sweeps with
+        ``remove_many_if_refs_unchanged`` instead).
         """
-        raise NotImplementedError
+        raise StoreError(f"{type(self).__name__} cannot hold its writers off (no exclusive access)")
 
     # -- refs --------------------------------------------------------------
 

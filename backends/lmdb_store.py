@@ -95,9 +95,9 @@ def _txn_keys_after(txn: lmdb.Transaction, after: bytes | None) -> list[bytes]:
     return keys
 
 
-def _txn_refs(txn: lmdb.Transaction, start: bytes) -> dict[str, bytes]:
+def _txn_refs(txn: lmdb.Transaction, start: bytes, db: object = None) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
-    cur = txn.cursor()
+    cur = txn.cursor(db=db) if db is not None else txn.cursor()
     ok = cur.set_range(start) if start else cur.first()
     while ok:
         key = cur.key()
@@ -523,17 +523,7 @@ class _TxnView:
         return out
 
     def list_refs(self, prefix: str = "") -> dict[str, bytes]:
-        start = prefix.encode()
-        out: dict[str, bytes] = {}
-        cur = self._txn.cursor(db=self._rdb)
-        ok = cur.set_range(start) if start else cur.first()
-        while ok:
-            key = cur.key()
-            if not key.startswith(start):
-                break
-            out[key.decode()] = cur.value()
-            ok = cur.next()
-        return out
+        return _txn_refs(self._txn, prefix.encode(), self._rdb)
 
     def remove_many(self, oids: Iterable[bytes]) -> int:
         delete, odb = self._txn.delete, self._odb
