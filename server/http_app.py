@@ -67,32 +67,13 @@ def create_app(repo: Repo, config: ServerConfig | None = None, *, close_repo: bo
     async def conflict(_r: Request, e: ConflictError) -> JSONResponse:
         return _json(409, str(e), conflicts=[c.as_dict() for c in e.conflicts])
 
-    @app.exception_handler(TestAndSetFailed)
-    async def tas(_r: Request, e: TestAndSetFailed) -> JSONResponse:
-        return _json(409, str(e))
-
-    @app.exception_handler(NotFoundError)
-    async def not_found(_r: Request, e: NotFoundError) -> JSONResponse:
-        return _json(404, str(e))
-
-    @app.exception_handler(MissingObject)
-    async def missing(_r: Request, e: MissingObject) -> JSONResponse:
-        return _json(404, f"no object {e}")
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(_r: Request, e: BodyTooLarge) -> JSONResponse:
-        return _json(413, str(e))
+    # Errors as statuses; the message is the exception's own text.
+    for cls, status in ((TestAndSetFailed, 409), (NotFoundError, 404), (MissingObject, 404),
+                        (BodyTooLarge, 413), (StoreFull, 507), (StoreClosed, 503)):
+        app.add_exception_handler(cls, _status_handler(status))
 
     for bad in (PathError, MalformedObject, InvalidRefName, ValueError):
         app.add_exception_handler(bad, _bad_request)
-
-    @app.exception_handler(StoreFull)
-    async def full(_r: Request, e: StoreFull) -> JSONResponse:
-        return _json(507, str(e))
-
-    @app.exception_handler(StoreClosed)
-    async def closed(_r: Request, e: StoreClosed) -> JSONResponse:
-        return _json(503, str(e))
 
     @app.exception_handler(IrminError)
     async def other(_r: Request, e: IrminError) -> JSONResponse:
@@ -111,6 +92,13 @@ def create_app(repo: Repo, config: ServerConfig | None = None, *, close_repo: bo
     app.add_middleware(Guard, config=config)
     app.add_middleware(BranchSlashes)
     return app
+
+
+def _status_handler(status: int) -> Any:
+    async def handler(_r: Request, e: Exception) -> JSONResponse:
+        return _json(status, str(e))
+
+    return handler
 
 
 async def _bad_request(_r: Request, e: Exception) -> JSONResponse:
