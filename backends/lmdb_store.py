@@ -11,10 +11,7 @@ writers with a mutex in ``lock.mdb``); readers use MVCC snapshots and are never
 blocked.
 
 URI options: ``sync`` (default ``true``: every ``apply`` is fsynced before it
-returns; ``false``: durable only at :meth:`LmdbBackend.flush`, and the map is
-opened writable (``writemap``) so a commit writes its pages in place instead
-of copying them out with one ``pwrite`` each: ~25% less per commit on a deep
-tree), ``map_size``
+returns; ``false``: durable only at :meth:`LmdbBackend.flush`), ``map_size``
 (initial map size in bytes, default 64 MiB; it doubles as needed),
 ``max_map_size`` (growth stops there with :class:`StoreFull`, default 1 TiB),
 ``readonly``.
@@ -135,7 +132,6 @@ class _Env:
                 path, map_size=map_size, subdir=True, readonly=readonly, lock=True,
                 sync=sync, metasync=sync, max_dbs=4, max_readers=1024,
                 readahead=False, create=not readonly,
-                writemap=not (sync or readonly), map_async=not (sync or readonly),
             )
         except lmdb.Error as e:
             if readonly and not os.path.exists(os.path.join(path, "data.mdb")):
