@@ -777,12 +777,19 @@ def _tx_end(s: Server, conn: Connection, tx: Transaction | None, payload: bytes)
     return OK
 
 
-def _introduce(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+def _dom0_args(conn: Connection, payload: bytes, n: int) -> list[bytes]:
+    """The ``n`` arguments of a request only dom0 may make (EACCES first,
+    then EINVAL, in the C daemon's order)."""
     if not conn.privileged:
         raise XsError("EACCES")
     args = strings(payload)
-    if len(args) != 3:
+    if len(args) != n:
         raise XsError("EINVAL")
+    return args
+
+
+def _introduce(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
+    args = _dom0_args(conn, payload, 3)
     try:
         domid = parse_domid(args[0])
         gfn, port = int(args[1]), int(args[2])
@@ -845,11 +852,7 @@ def _resume(s: Server, conn: Connection, tx: Transaction | None, payload: bytes)
 
 
 def _set_target(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
-    if not conn.privileged:
-        raise XsError("EACCES")
-    args = strings(payload)
-    if len(args) != 2:
-        raise XsError("EINVAL")
+    args = _dom0_args(conn, payload, 2)
     try:
         domid, target = parse_domid(args[0]), parse_domid(args[1])
     except ValueError:
