@@ -160,7 +160,6 @@ class _Marker:
 
     def _commits(self, head: bytes) -> None:
         """Keep the commits of one ref (all, or its newest ``keep_last``)."""
-        repo = self.repo
         limit = self.keep_last
         counter = itertools.count()
         seen = {head}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .commit import Commit, Info
 from .contents import BYTES, Contents
-from .errors import BranchNotFound, ConflictError, NotFoundError, TestAndSetFailed
+from .errors import BranchNotFound, ConflictError, TestAndSetFailed
 from .history import is_ancestor, lcas, walk
 from .merge import merge_commits
 from .path import Path, PathLike, parse

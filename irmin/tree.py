@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal
 
 from .errors import InvalidPath, NotFoundError, PathError
-from .objects import BLOB_MODES, MODE_FILE, MODE_TREE, MalformedObject, ObjectFormat, decode_name, encode_name
+from .objects import BLOB_MODES, MODE_FILE, MODE_TREE, MalformedObject, ObjectFormat, encode_name
 from .path import Path, PathLike, parse, show
 
 if TYPE_CHECKING:
@@ -529,19 +529,6 @@ def _entry_id(e: Entry) -> bytes:
     if type(e) is Tree:
         return e.hash()
     return e.oid  # type: ignore[union-attr]
-
-
-def decode_entries(
-    parsed: list[tuple[bytes, bytes, bytes]],
-) -> tuple[dict[str, Entry], list[str]]:
-    """Parsed tree entries → the loaded-node dict and git order."""
-    entries: dict[str, Entry] = {}
-    order: list[str] = []
-    for mode, raw_name, oid in parsed:
-        name = decode_name(raw_name)
-        entries[name] = (mode, oid)
-        order.append(name)
-    return entries, order
 
 
 _decode = methodcaller("decode", "utf-8", "surrogateescape")

@@ -4,7 +4,6 @@ Xen's test-xenstore (as dom0 and as an unprivileged guest domain)."""
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from pathlib import Path
 

@@ -10,7 +10,6 @@ different rate: docs/xenstored.md).
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings

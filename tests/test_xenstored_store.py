@@ -235,7 +235,6 @@ def test_outstanding_requests_quota(tmp_path: Path) -> None:
     """C ``quota_req_outstanding``: a guest that does not read its replies
     stops being read once 20 of them are unsent; nothing is lost, and dom0
     (no quota) is served meanwhile."""
-    import socket as _socket
     import struct as _struct
 
     d = start_ours(tmp_path)
