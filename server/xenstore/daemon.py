@@ -777,6 +777,14 @@ def _tx_end(s: Server, conn: Connection, tx: Transaction | None, payload: bytes)
     return OK
 
 
+def _domid_arg(payload: bytes) -> int:
+    """The one domain id argument of a request (EINVAL if it is not one)."""
+    try:
+        return parse_domid(onearg(payload))
+    except ValueError:
+        raise XsError("EINVAL") from None
+
+
 def _dom0_args(conn: Connection, payload: bytes, n: int) -> list[bytes]:
     """The ``n`` arguments of a request only dom0 may make (EACCES first,
     then EINVAL, in the C daemon's order)."""
@@ -806,10 +814,7 @@ def _introduce(s: Server, conn: Connection, tx: Transaction | None, payload: byt
 def _release(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
     if not conn.privileged:
         raise XsError("EACCES")
-    try:
-        domid = parse_domid(onearg(payload))
-    except ValueError:
-        raise XsError("EINVAL") from None
+    domid = _domid_arg(payload)
     if domid == 0:
         raise XsError("EINVAL")
     dom = s.domains.pop(domid, None)
@@ -822,30 +827,21 @@ def _release(s: Server, conn: Connection, tx: Transaction | None, payload: bytes
 
 
 def _get_domain_path(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
-    try:
-        domid = parse_domid(onearg(payload))
-    except ValueError:
-        raise XsError("EINVAL") from None
+    domid = _domid_arg(payload)
     return paths.home(domid) + b"\0"
 
 
 def _is_introduced(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
     if not conn.privileged:
         raise XsError("EACCES")
-    try:
-        domid = parse_domid(onearg(payload))
-    except ValueError:
-        raise XsError("EINVAL") from None
+    domid = _domid_arg(payload)
     return b"T\0" if domid in s.domains else b"F\0"
 
 
 def _resume(s: Server, conn: Connection, tx: Transaction | None, payload: bytes) -> bytes:
     if not conn.privileged:
         raise XsError("EACCES")
-    try:
-        domid = parse_domid(onearg(payload))
-    except ValueError:
-        raise XsError("EINVAL") from None
+    domid = _domid_arg(payload)
     if domid not in s.domains:
         raise XsError("ENOENT")
     return OK
