@@ -14,7 +14,6 @@ requests are handled here too.
 
 from __future__ import annotations
 
-import re
 from binascii import unhexlify
 from bisect import bisect_left, bisect_right
 from collections import deque
@@ -24,9 +23,8 @@ from dataclasses import dataclass, field
 from irmin.errors import MissingObject
 from irmin.repo import Repo
 
-from .pack_writer import PackEntry
+from .pack_writer import PackEntry, common_ends
 
-_from_bytes = int.from_bytes
 
 
 class WantError(ValueError):
@@ -65,53 +63,13 @@ class Plan:
     raw: dict[bytes, bytes] = field(default_factory=dict)
 
 
-class ObjectGraph:
-    """Reads of raw objects and parsed commits/trees for the walks."""
-
-    def __init__(self, repo: Repo) -> None:
-        self.repo = repo
-        self.fmt = repo.fmt
-        self._entries: dict[bytes, list[tuple[bytes, bytes, bytes]]] = {}
-        self._split = re.compile(rb"(\d+) ([^\0]+)\0(.{%d})" % repo.fmt.id_len, re.S).findall
-
-    def kind(self, oid: bytes) -> bytes | None:
-        raw = self.repo.backend.get(oid)
-        if raw is None:
-            return None
-        return raw[: raw.index(b" ")]
-
-    def read(self, oid: bytes) -> tuple[bytes, bytes]:
-        return self.repo.read_object(oid)
-
-    def parents(self, oid: bytes) -> tuple[bytes, ...]:
-        return self.repo.commit(oid).parent_ids
-
-    def tree_of(self, oid: bytes) -> bytes:
-        return self.repo.commit(oid).tree_id
-
-    def entries(self, tree: bytes) -> list[tuple[bytes, bytes, bytes]]:
-        """``[(mode, name, id)]`` of a stored tree. The store's trees were
-        validated when written, so a C-speed split is enough here (the
-        validating parser costs ~3 us an entry, most of a clone's time)."""
-        hit = self._entries.get(tree)
-        if hit is not None:
-            return hit
-        raw = self.repo.read_raw(tree)
-        if not raw.startswith(b"tree "):
-            raise MissingObject(tree)
-        out = self._split(raw, raw.index(b"\0") + 1)
-        cache = self._entries
-        if len(cache) >= 256:
-            cache.pop(next(iter(cache)))
-        cache[tree] = out
-        return out
-
-    def tag_target(self, oid: bytes) -> bytes:
-        _, body = self.repo.read_object(oid)
-        first = body.split(b"\n", 1)[0]
-        if not first.startswith(b"object "):
-            raise WantError(f"tag {oid.hex()} has no object line")
-        return self.fmt.parse_id(first[7:])
+def tag_target(repo: Repo, oid: bytes) -> bytes:
+    """The object an annotated tag points at."""
+    _, body = repo.read_object(oid)
+    first = body.split(b"\n", 1)[0]
+    if not first.startswith(b"object "):
+        raise WantError(f"tag {oid.hex()} has no object line")
+    return repo.fmt.parse_id(first[7:])
 
 
 #: Raw commits and trees the planner keeps for the pack writer (so they are
@@ -230,14 +188,7 @@ class _Walker:
         idl = self.idlen
         lo = len(ob)
         ln = len(nb)
-        m = lo if lo < ln else ln
-        x = _from_bytes(ob[:m], "big") ^ _from_bytes(nb[:m], "big")
-        p = m if not x else m - 1 - ((x.bit_length() - 1) >> 3)
-        r = m - p
-        s = 0
-        if r:
-            y = _from_bytes(ob[lo - r:], "little") ^ _from_bytes(nb[ln - r:], "little")
-            s = r if not y else r - 1 - ((y.bit_length() - 1) >> 3)
+        p, s = common_ends(ob, nb)
         i = bisect_right(obounds, p) - 1
         pos = obounds[i]
         shift = ln - lo
@@ -290,7 +241,6 @@ def plan(
     thin: bool = False,
 ) -> Plan:
     """The objects reachable from ``wants`` and not from ``haves``."""
-    g = ObjectGraph(repo)
     w = _Walker(repo)
     out = Plan()
     shallow_in = set(client_shallow)
@@ -315,7 +265,7 @@ def plan(
             seen_extra.add(want)
             extra.append((want, None))
             if kind == b"tag":
-                todo.append(g.tag_target(want))
+                todo.append(tag_target(repo, want))
             elif kind == b"tree":
                 _all_below(w, want, extra, seen_extra, None)
 

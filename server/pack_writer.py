@@ -132,6 +132,25 @@ def _copy_ops(off: int, size: int, out: list[bytes]) -> None:
         size -= n
 
 
+def common_ends(a: bytes, b: bytes) -> tuple[int, int]:
+    """Lengths of the common prefix and of the common suffix (not
+    overlapping the prefix) of ``a`` and ``b``, found in C: the highest set
+    bit of the XOR of the two buffers read as integers."""
+    la, lb = len(a), len(b)
+    m = la if la < lb else lb
+    if la == lb:
+        x = _from_bytes(a, "big") ^ _from_bytes(b, "big")
+    else:
+        x = _from_bytes(a[:m], "big") ^ _from_bytes(b[:m], "big")
+    p = m if not x else m - 1 - ((x.bit_length() - 1) >> 3)
+    r = m - p
+    s = 0
+    if r:
+        y = _from_bytes(a[la - r:], "little") ^ _from_bytes(b[lb - r:], "little")
+        s = r if not y else r - 1 - ((y.bit_length() - 1) >> 3)
+    return p, s
+
+
 def _edit_delta(base: bytes, target: bytes) -> bytes | None:
     """A delta for a target that is the base with one region replaced (a
     changed line, a tree entry's new id): copy the common prefix, insert
@@ -139,20 +158,8 @@ def _edit_delta(base: bytes, target: bytes) -> bytes | None:
     (the highest set bit of the XOR of the two buffers read as integers).
     ``None`` when the changed region is large (then ``create_delta``
     looks for moved blocks)."""
-    lb = len(base)
-    lt = len(target)
-    if lb == lt:
-        m = lb
-        x = _from_bytes(base, "big") ^ _from_bytes(target, "big")
-    else:
-        m = lb if lb < lt else lt
-        x = _from_bytes(base[:m], "big") ^ _from_bytes(target[:m], "big")
-    p = m if not x else m - 1 - ((x.bit_length() - 1) >> 3)
-    r = m - p
-    s = 0
-    if r:
-        y = _from_bytes(base[lb - r:], "little") ^ _from_bytes(target[lt - r:], "little")
-        s = r if not y else r - 1 - ((y.bit_length() - 1) >> 3)
+    lb, lt = len(base), len(target)
+    p, s = common_ends(base, target)
     mid = lt - p - s
     if mid > 64 and mid * 4 > lt:
         return None

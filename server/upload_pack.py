@@ -56,13 +56,12 @@ def _peeled(repo: Repo, oid: bytes) -> bytes | None:
     raw = repo.backend.get(oid)
     if raw is None or not raw.startswith(b"tag "):
         return None
-    g = git_objects.ObjectGraph(repo)
-    target = g.tag_target(oid)
+    target = git_objects.tag_target(repo, oid)
     for _ in range(16):
         raw = repo.backend.get(target)
         if raw is None or not raw.startswith(b"tag "):
             return target
-        target = g.tag_target(target)
+        target = git_objects.tag_target(repo, target)
     return target
 
 
@@ -324,7 +323,7 @@ def _add_tags(repo: Repo, plan: git_objects.Plan) -> None:
             continue
         raw = repo.backend.get(oid)
         if raw is not None and raw.startswith(b"tag "):
-            if git_objects.ObjectGraph(repo).tag_target(oid) in sending:
+            if git_objects.tag_target(repo, oid) in sending:
                 plan.entries.append((oid, None))
                 sending.add(oid)
 
