@@ -29,8 +29,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from .errors import InvalidRefName, StoreClosed, StoreError
 
@@ -41,9 +40,9 @@ RefChange = tuple[str, bytes | None, bytes | None]
 RefListener = Callable[[RefChange], None]
 
 
-@dataclass(frozen=True)
-class RefUpdate:
-    """One compare-and-set inside an atomic ``apply``.
+class RefUpdate(NamedTuple):
+    """One compare-and-set inside an atomic ``apply`` (a named tuple: one is
+    made per commit).
 
     ``expected`` is the id the ref must hold (``None``: it must not exist);
     ``new`` is the id to store (``None``: delete the ref).
@@ -294,6 +293,8 @@ class Backend(ABC):
         return unsubscribe
 
     def _notify(self, changes: Iterable[RefChange]) -> None:
+        if not self._listeners:  # the common case, without the lock
+            return
         with self._listeners_lock:
             listeners = list(self._listeners)
         if not listeners:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,13 @@ class Info:
 
     def person(self) -> Person:
         when = int(time.time()) if self.date is None else int(self.date)
-        return Person.from_string(self.author, when)
+        return _person(self.author, when)
+
+
+@lru_cache(maxsize=256)
+def _person(author: str, when: int) -> Person:
+    # Writers commit as the same author, often in the same second.
+    return Person.from_string(author, when)
 
 
 class Commit:

@@ -73,9 +73,9 @@ def _merge(
             return b
     elif ha == hb and base is None and exact:
         return a
-    ea_all = a._load()
-    eb_all = b._load()
-    e0_all = base._load() if base is not None else {}
+    ea_all = a._mapping()
+    eb_all = b._mapping()
+    e0_all = base._mapping() if base is not None else {}
     result = a
     for name in sorted(ea_all.keys() | eb_all.keys() | e0_all.keys()):
         ea, eb, e0 = ea_all.get(name), eb_all.get(name), e0_all.get(name)
@@ -85,7 +85,7 @@ def _merge(
         if idb == id0:
             continue  # result already holds ours
         if ida == id0:
-            result = result._with(name, result._load().get(name), eb)
+            result = result._with(name, result._entry(name), eb)
             continue
         path = prefix + (name,)
         ta = ea is not None and _entry_is_tree(ea)
@@ -114,7 +114,7 @@ def _merge(
                 Conflict(path, _show(e0), _show(ea), _show(eb), "a node on one side, contents on the other")
             )
             continue
-        result = result._with(name, result._load().get(name), merged)
+        result = result._with(name, result._entry(name), merged)
     return result
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
-from typing import NewType
+from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple, NewType
 
 from irmin.backends.errors import MalformedObject
 
@@ -47,7 +48,8 @@ MODE_TREE = b"40000"
 MODE_GITLINK = b"160000"
 #: Every mode git writes; interned so parsed trees share these objects.
 _MODES = {m: m for m in (MODE_FILE, MODE_EXEC, MODE_LINK, MODE_TREE, MODE_GITLINK)}
-_BLOB_MODES = frozenset((MODE_FILE, MODE_EXEC, MODE_LINK))
+#: Contents modes, each mapped to its interned constant (tested with ``in``).
+_BLOB_MODES = {m: m for m in (MODE_FILE, MODE_EXEC, MODE_LINK)}
 _BAD_NAMES = frozenset((b".", b"..", b".git"))
 _TYPES = (b"blob", b"tree", b"commit", b"tag")
 
@@ -74,12 +76,17 @@ class Person:
     time: int
     tz_minutes: int = 0
 
-    def encode(self) -> bytes:
+    @cached_property
+    def encoded(self) -> bytes:
+        """The line as stored (made once: every commit by a writer repeats it)."""
         sign = "-" if self.tz_minutes < 0 else "+"
         tz = abs(self.tz_minutes)
         return (
             f"{self.name} <{self.email}> {self.time} {sign}{tz // 60:02d}{tz % 60:02d}"
         ).encode("utf-8", "surrogateescape")
+
+    def encode(self) -> bytes:
+        return self.encoded
 
     @classmethod
     def parse(cls, raw: bytes) -> Person:
@@ -112,9 +119,9 @@ class Person:
 _PERSON = re.compile(rb"([^<>\n]*?) ?<([^<>\n]*)> (\d+) ([+-])(\d\d)(\d\d)")
 
 
-@dataclass(frozen=True)
-class CommitData:
-    """The decoded fields of a commit object."""
+class CommitData(NamedTuple):
+    """The decoded fields of a commit object (a named tuple: one is made per
+    commit)."""
 
     tree: bytes
     parents: tuple[bytes, ...]
@@ -122,7 +129,7 @@ class CommitData:
     committer: Person
     message: str
     #: Headers we do not interpret (``gpgsig``, ``encoding``...), kept verbatim.
-    extra: tuple[tuple[bytes, bytes], ...] = field(default=())
+    extra: tuple[tuple[bytes, bytes], ...] = ()
 
 
 class ObjectFormat:
@@ -250,6 +257,10 @@ class ObjectFormat:
     # -- commits --------------------------------------------------------------
 
     def encode_commit(self, c: CommitData) -> bytes:
+        if not c.extra and len(c.parents) == 1:  # the common case, in one step
+            return b"tree %s\nparent %s\nauthor %s\ncommitter %s\n\n%s" % (
+                c.tree.hex().encode(), c.parents[0].hex().encode(), c.author.encoded,
+                c.committer.encoded, c.message.encode("utf-8", "surrogateescape"))
         lines = [b"tree " + c.tree.hex().encode()]
         lines += [b"parent " + p.hex().encode() for p in c.parents]
         lines.append(b"author " + c.author.encode())

@@ -24,6 +24,8 @@ def check_step(step: str) -> str:
 
 
 _cache: dict[str, Path] = {}
+#: Tuples already validated (a path parsed once is handed around as a tuple).
+_checked: set[Path] = set()
 
 
 def parse(path: PathLike) -> Path:
@@ -38,14 +40,19 @@ def parse(path: PathLike) -> Path:
             check_step(s)
         if len(_cache) < 65536:
             _cache[path] = steps
+            _checked.add(steps)
         return steps
+    if type(path) is tuple and path in _checked:
+        return path
     if isinstance(path, (bytes, bytearray)):
         raise InvalidPath("paths are str or sequences of str, not bytes")
     steps = tuple(path)
     for s in steps:
-        if not isinstance(s, str):
+        if type(s) is not str:
             raise InvalidPath(f"path step {s!r} is not a str")
         check_step(s)
+    if len(_checked) < 65536:
+        _checked.add(steps)
     return steps
 
 

@@ -21,7 +21,7 @@ from .commit import Commit, Info
 from .contents import BYTES, Contents
 from .errors import BranchNotFound, MalformedObject, MissingObject, NotFoundError
 from .objects import SHA1, CommitData, ObjectFormat
-from .tree import Entry, Tree, decode_tree_body
+from .tree import Tree
 
 if TYPE_CHECKING:
     from .store import Store
@@ -60,14 +60,17 @@ class _NodeCache:
         return v
 
     def put(self, oid: bytes, tree: Tree) -> None:
+        d = self._d
+        if oid in d:
+            return
         with self._lock:
-            if oid in self._d:
+            if oid in d:
                 return
-            self._d[oid] = tree
-            self.size += len(tree._order or ()) + 1
-            while self.size > self.max_entries and len(self._d) > 1:
-                _, old = self._d.popitem(last=False)
-                self.size -= len(old._order or ()) + 1
+            d[oid] = tree
+            size = self.size + _weight(tree)
+            while size > self.max_entries and len(d) > 1:
+                size -= _weight(d.popitem(last=False)[1])
+            self.size = size
 
     def demote(self, oid: bytes) -> None:
         """Make ``oid`` the first to go when room is needed."""
@@ -80,6 +83,11 @@ class _NodeCache:
         with self._lock:
             self._d.clear()
             self.size = 0
+
+
+def _weight(tree: Tree) -> int:
+    shape = tree._shape
+    return 1 + (len(shape.names) if shape is not None else 0)
 
 
 class _BlobCache:
@@ -141,7 +149,9 @@ class Carry:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        if exc_type is not None and self.objects:
+        if not self.objects:
+            return  # the first attempt succeeded: nothing was carried
+        if exc_type is not None:
             # The write gave up (a conflict, a failed test): trees it exported
             # stay marked clean in the caller's hands, so what they refer to
             # must exist. Storing it costs space until gc, never correctness.
@@ -235,11 +245,13 @@ class Repo:
         self._blobs.put(oid, body)
         return body
 
-    def _read_tree_node(self, oid: bytes) -> tuple[dict[str, Entry], list[str]]:
-        kind, body = self.read_object(oid)
+    def _read_tree(self, oid: bytes) -> tuple[bytes, bytes]:
+        """``(raw, body)`` of a tree object, header checked."""
+        raw = self.read_raw(oid)
+        kind, body = self.fmt.split(raw)
         if kind != b"tree":
             raise MalformedObject(f"{oid.hex()} is a {kind.decode()}, not a tree")
-        return decode_tree_body(self.fmt, body)
+        return raw, body
 
     def write_objects(self, objects: Iterable[tuple[bytes, bytes]]) -> None:
         self.backend.put_many(objects)
@@ -266,9 +278,11 @@ class Repo:
         kind, body = self.read_object(oid)
         if kind != b"commit":
             raise MalformedObject(f"{oid.hex()} is a {kind.decode()}, not a commit")
-        c = Commit(self, oid, self.fmt.parse_commit(body))
+        return self._remember(Commit(self, oid, self.fmt.parse_commit(body)))
+
+    def _remember(self, c: Commit) -> Commit:
         with self._commits_lock:
-            self._commits[oid] = c
+            self._commits[c.oid] = c
             if len(self._commits) > 65536:
                 self._commits.popitem(last=False)
         return c
@@ -280,22 +294,19 @@ class Repo:
         info = info or Info()
         objects: list[tuple[bytes, bytes]] = []
         tree_id = tree._export(objects)
-        if tree._entries is not None and not tree._entries and tree_id == self.fmt.empty_tree_id:
+        if tree._shape is not None and not tree._shape.names and tree_id == self.fmt.empty_tree_id:
             objects.append(self.fmt.canonical(b"tree", b""))
         who = info.person()
         data = CommitData(
             tree_id,
-            tuple(p.oid if isinstance(p, Commit) else p for p in parents),
+            tuple([p.oid if type(p) is Commit else p for p in parents]),
             who,
             who,
             info.message,
         )
         oid, raw = self.fmt.canonical(b"commit", self.fmt.encode_commit(data))
         objects.append((oid, raw))
-        c = Commit(self, oid, data)
-        with self._commits_lock:
-            self._commits[oid] = c
-        return c, objects
+        return self._remember(Commit(self, oid, data)), objects
 
     def write_commit(
         self, tree: Tree, parents: Iterable[Commit | bytes], info: Info | None = None

@@ -159,7 +159,9 @@ class Store:
         """Write ``value`` at ``path`` and commit."""
         steps = parse(path)
         raw = self._contents(steps).encode(value)
-        return self.update_tree(lambda t: t.set(steps, raw), _info(info, message or f"set {'/'.join(steps)}", author))
+        if info is None:
+            info = _info(None, message or f"set {'/'.join(steps)}", author)
+        return self.update_tree(lambda t: t.set(steps, raw), info)
 
     def set_raw(self, path: PathLike, raw: bytes, message: str = "", *, author: str | None = None) -> Commit | None:
         steps = parse(path)

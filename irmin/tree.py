@@ -3,27 +3,30 @@
 A :class:`Tree` is one directory. Its state is explicit, as in Irmin's
 ``tree.ml``:
 
-* *lazy*: only ``_oid`` is known; entries load from the store on first use
+* *lazy*: only ``_oid`` is known; the node loads from the store on first use
   (through the repository's bounded node cache);
-* *loaded*: ``_entries`` maps each name to a clean reference ``(mode, id)``,
-  or to an in-memory child: a :class:`Tree` or a pending blob not yet written;
-* ``_order`` holds the names in git's order; ``_keys`` and ``_encl``, made
-  the first time a node is changed, hold each entry's sort key and encoded
-  bytes in the same order, so writing a node of 1,000 entries after one
-  change is one list copy and one ``bytes.join``; ``_dirty`` names the
-  children that are in memory only.
+* *loaded*: ``_raw`` is the node's git object (header and body) and
+  ``_shape`` says what is where in it (a :class:`_Shape`: names in git order,
+  their positions, modes and where each entry ends); ``_over`` maps the names
+  of children that
+  live in memory only (a new :class:`Tree` or a pending blob) to them.
 
-Every change returns a new Tree that copies one dict per level on the path
-and shares the rest, so unchanged subtrees are shared and a commit writes
-only the nodes on changed paths. Ids are computed on demand and cached.
-Reading one path loads only the nodes on that path.
+A write below a node usually changes one child's id and nothing else, so the
+new version shares its parent's shape and gets an object that is the old one
+with 20 bytes spliced in (same size, so same header): one ``bytes`` copy of
+contiguous memory, hashed and stored as it is, and no per-entry objects
+touched, which is what keeps commits to large directories cheap. Only adding, removing or re-kinding an entry makes a new shape.
+Unchanged subtrees are shared; a commit writes only the nodes on changed
+paths; ids are computed on demand and cached; reading one path loads only the
+nodes on that path.
 """
 
 from __future__ import annotations
 
 import bisect
-from operator import methodcaller
 from collections.abc import Callable, Iterator
+from itertools import accumulate
+from operator import add, methodcaller
 from typing import TYPE_CHECKING, Literal
 
 from .errors import InvalidPath, NotFoundError, PathError
@@ -54,6 +57,10 @@ class _Pending:
 
 Entry = "tuple[bytes, bytes] | _Pending | Tree"
 
+_decode = methodcaller("decode", "utf-8", "surrogateescape")
+_NO_CHILDREN: dict[str, Entry] = {}  # shared; never mutated
+_EMPTY_RAW = b"tree 0\0"
+
 
 def _entry_is_tree(e: object) -> bool:
     if type(e) is tuple:
@@ -61,82 +68,113 @@ def _entry_is_tree(e: object) -> bool:
     return type(e) is Tree
 
 
+class _Shape:
+    """What the versions of one directory share while only child ids change:
+    names in git order, each name's position, mode (interned) and the offset
+    where its encoded entry ends in the object (``hl``, the header's length,
+    is where the first one starts); sort keys are made on demand."""
+
+    __slots__ = ("names", "pos", "modes", "ends", "keys", "idl", "hl")
+
+    def __init__(self, names: list[str], modes: list[bytes], ends: list[int], idl: int, hl: int,
+                 keys: list[bytes] | None = None) -> None:
+        self.names = names
+        self.modes = modes
+        self.ends = ends
+        self.idl = idl
+        self.hl = hl
+        self.pos = dict(zip(names, range(len(names))))
+        self.keys = keys
+
+    @classmethod
+    def parse(cls, fmt: ObjectFormat, body: bytes, hl: int) -> _Shape:
+        """The shape of a stored body behind a header of ``hl`` bytes,
+        validated (by C-level maps, no Python loop per entry)."""
+        modes, raw_names, _oids = fmt.parse_tree_columns(body)
+        names = list(map(_decode, raw_names))
+        fixed = 2 + fmt.id_len  # " ", NUL and the id
+        ends = list(map(add, accumulate(map(add, map(len, modes), map(len, raw_names))),
+                        range(hl + fixed, hl + fixed * (len(names) + 1), fixed)))
+        shape = cls(names, modes, ends, fmt.id_len, hl)
+        if len(shape.pos) != len(names):
+            raise MalformedObject("tree has two entries with one name")
+        return shape
+
+    def sort_keys(self) -> list[bytes]:
+        """git's sort key of each entry (a node's name ends with ``/``)."""
+        keys = self.keys
+        if keys is None:
+            keys = [encode_name(n) + b"/" if m is MODE_TREE else encode_name(n)
+                    for n, m in zip(self.names, self.modes)]
+            self.keys = keys
+        return keys
+
+    def start(self, i: int) -> int:
+        return self.ends[i - 1] if i else self.hl
+
+
 class Tree:
     """An immutable directory node. See the module docstring for its states."""
 
-    __slots__ = ("_repo", "_oid", "_entries", "_order", "_keys", "_encl", "_dirty", "_origin")
+    __slots__ = ("_repo", "_oid", "_shape", "_raw", "_over", "_origin")
 
     def __init__(self, repo: Repo, oid: bytes | None = None) -> None:
         self._repo = repo
         self._oid = oid
-        self._entries: dict[str, Entry] | None = None if oid is not None else {}
-        self._order: list[str] | None = None if oid is not None else []
-        self._keys: list[bytes] | None = None if oid is not None else []
-        self._encl: list[bytes | None] | None = None if oid is not None else []
-        self._dirty: frozenset[str] = frozenset()
+        self._shape: _Shape | None = None
+        self._raw = _EMPTY_RAW
+        self._over: dict[str, Entry] = _NO_CHILDREN
+        if oid is None:
+            self._shape = _Shape([], [], [], repo.fmt.id_len, len(_EMPTY_RAW), [])
         #: Id of the stored version this in-memory node was derived from.
         self._origin: bytes | None = None
 
     # -- loading --------------------------------------------------------------
 
-    def _load(self) -> dict[str, Entry]:
-        entries = self._entries
-        if entries is None:
+    def _load(self) -> _Shape:
+        shape = self._shape
+        if shape is None:
             assert self._oid is not None
             src = self._repo._nodes.get(self._oid)
-            if src is not None and src._entries is not None:
-                # Another instance of the same node is loaded: share its dicts
-                # (clean nodes never change them in place).
-                self._order, self._keys, self._encl = src._order, src._keys, src._encl
-                entries = self._entries = src._entries
+            if src is not None and src._shape is not None and not src._over:
+                # Another instance of the same node is loaded: share it (clean
+                # nodes never change their shape or body).
+                self._raw = src._raw
+                shape = self._shape = src._shape
             else:
-                entries, self._order = self._repo._read_tree_node(self._oid)
-                self._entries = entries
+                raw, body = self._repo._read_tree(self._oid)
+                shape = _Shape.parse(self._repo.fmt, body, len(raw) - len(body))
+                self._raw = raw
+                self._shape = shape
                 self._repo._nodes.put(self._oid, self)
-        return entries
+        return shape
 
-    def _writable(self) -> tuple[list[bytes], list[bytes | None]]:
-        """Sort keys and encoded entries in git order (made once per node)."""
-        keys = self._keys
-        if keys is None and self._oid is not None and not self._dirty:
-            # A clean node: its stored body already holds every entry encoded.
-            entries = self._load()
-            fmt = self._repo.fmt
-            _kind, body = self._repo.read_object(self._oid)
-            encl_clean: list[bytes | None] = fmt.raw_tree_entries(body)  # type: ignore[assignment]
-            order = self._order
-            assert order is not None
-            keys = [encode_name(n) for n in order]
-            for i, n in enumerate(order):
-                if _entry_is_tree(entries[n]):
-                    keys[i] += b"/"
-            self._encl = encl_clean
-            self._keys = keys
-            return keys, encl_clean
-        if keys is None:
-            entries = self._load()
-            te = self._repo.fmt.tree_entry
-            keys = []
-            encl: list[bytes | None] = []
-            for name in self._order:  # type: ignore[union-attr]
-                e = entries[name]
-                raw = encode_name(name)
-                if type(e) is tuple:
-                    mode, oid = e  # type: ignore[misc]
-                    keys.append(raw + b"/" if mode is MODE_TREE else raw)
-                    encl.append(te(mode, raw, oid))
-                elif type(e) is Tree:
-                    keys.append(raw + b"/")
-                    encl.append(None if e._oid is None else te(MODE_TREE, raw, e._oid))
-                else:
-                    keys.append(raw)
-                    encl.append(te(e.mode, raw, e.oid))  # type: ignore[union-attr]
-            self._encl = encl
-            self._keys = keys
-        return keys, self._encl  # type: ignore[return-value]
+    def _entry(self, name: str) -> Entry | None:
+        """The child ``name``: an in-memory one, or a clean ``(mode, id)``."""
+        shape = self._shape
+        if shape is None:
+            shape = self._load()
+        over = self._over
+        if over:
+            e = over.get(name)
+            if e is not None:
+                return e
+        i = shape.pos.get(name)
+        if i is None:
+            return None
+        end = shape.ends[i]
+        return shape.modes[i], self._raw[end - shape.idl : end]
 
-    def _child(self, name: str) -> Entry | None:
-        return self._load().get(name)
+    def _mapping(self) -> dict[str, Entry]:
+        """Every child by name (for merges and diffs, which visit them all)."""
+        shape = self._load()
+        body, idl, over = self._raw, shape.idl, self._over
+        out: dict[str, Entry] = {
+            n: (m, body[e - idl : e]) for n, m, e in zip(shape.names, shape.modes, shape.ends)
+        }
+        if over:
+            out.update(over)
+        return out
 
     def _as_tree(self, e: Entry) -> Tree:
         if type(e) is Tree:
@@ -154,7 +192,7 @@ class Tree:
         """The tree's object id (computed once, then cached)."""
         oid = self._oid
         if oid is None:
-            oid = self._repo.fmt.hash_object(b"tree", self._serialize(None))
+            oid = self._repo.fmt.hash_raw(self._serialize(None))
             self._oid = oid
         return oid
 
@@ -172,7 +210,7 @@ class Tree:
         return f"<Tree {self.hash().hex()[:12]}>"
 
     def is_empty(self) -> bool:
-        return not self._load()
+        return not self._load().names
 
     # -- reads ----------------------------------------------------------------
 
@@ -181,18 +219,26 @@ class Tree:
         node: Tree = self
         last = len(steps) - 1
         for i, step in enumerate(steps):
-            entries = node._entries
-            if entries is None:
-                entries = node._load()
-            e = entries.get(step)
+            shape = node._shape
+            if shape is None:
+                shape = node._load()
+            over = node._over
+            e = over.get(step) if over else None
             if e is None:
-                return None
-            if i == last:
+                j = shape.pos.get(step)
+                if j is None:
+                    return None
+                end = shape.ends[j]
+                mode = shape.modes[j]
+                if i == last:
+                    return mode, node._raw[end - shape.idl : end]
+                if mode is not MODE_TREE:
+                    return None
+                node = self._repo.tree(node._raw[end - shape.idl : end])
+            elif i == last:
                 return e
-            if type(e) is Tree:
+            elif type(e) is Tree:
                 node = e
-            elif type(e) is tuple and e[0] is MODE_TREE:
-                node = self._repo.tree(e[1])
             else:
                 return None
         return node
@@ -248,9 +294,7 @@ class Tree:
         e = self._walk(steps)
         if e is None or not steps:
             return None
-        if type(e) is tuple:
-            return e[0]  # type: ignore[index]
-        return MODE_TREE if type(e) is Tree else e.mode  # type: ignore[union-attr]
+        return _entry_mode(e)  # type: ignore[arg-type]
 
     def list(
         self, path: PathLike = (), offset: int = 0, length: int | None = None
@@ -259,19 +303,16 @@ class Tree:
         t = self.find_tree(path) if path else self
         if t is None:
             return []
-        t._load()
-        order = t._order
-        assert order is not None and t._entries is not None
+        shape = t._load()
         end = None if length is None else offset + length
-        entries = t._entries
-        return [(n, "node" if _entry_is_tree(entries[n]) else "contents") for n in order[offset:end]]
+        return [(n, "node" if m is MODE_TREE else "contents")
+                for n, m in zip(shape.names[offset:end], shape.modes[offset:end])]
 
     def __len__(self) -> int:
-        return len(self._load())
+        return len(self._load().names)
 
     def names(self) -> list[str]:
-        self._load()
-        return list(self._order or ())
+        return list(self._load().names)
 
     def walk(
         self, max_depth: int | None = None, prefix: Path = ()
@@ -281,9 +322,7 @@ class Tree:
         direct children)."""
         if max_depth is not None and max_depth <= 0:
             return
-        entries = self._load()
-        for name in list(self._order or ()):
-            e = entries[name]
+        for name, e in self._mapping().items() if self._over else self._clean_items():
             p = prefix + (name,)
             if _entry_is_tree(e):
                 yield from self._as_tree(e).walk(  # type: ignore[arg-type]
@@ -291,6 +330,12 @@ class Tree:
                 )
             else:
                 yield p, self._blob(e)  # type: ignore[arg-type]
+
+    def _clean_items(self) -> Iterator[tuple[str, Entry]]:
+        shape = self._load()
+        body, idl = self._raw, shape.idl
+        for n, m, e in zip(shape.names, shape.modes, shape.ends):
+            yield n, (m, body[e - idl : e])
 
     def fold(
         self,
@@ -309,10 +354,9 @@ class Tree:
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError(f"tree contents are bytes, not {type(value).__name__}")
         value = bytes(value)
-        fmt = self._repo.fmt
         header = b"blob %d\0" % len(value)
         raw = header + value
-        return _Pending(mode, fmt.hash_raw(raw), raw, len(header))
+        return _Pending(mode, self._repo.fmt.hash_raw(raw), raw, len(header))
 
     def set(self, path: PathLike, value: bytes, mode: bytes = MODE_FILE) -> Tree:
         """A tree with ``value`` at ``path`` (parents made as needed; contents
@@ -322,7 +366,42 @@ class Tree:
             raise InvalidPath("cannot set contents at the root")
         if mode not in BLOB_MODES:
             raise PathError(f"mode {mode!r} is not a contents mode")
-        return self._update(steps, 0, self._pending(value, mode))
+        return self._set_leaf(steps, self._pending(value, BLOB_MODES[mode]))
+
+    def _set_leaf(self, steps: Path, leaf: _Pending) -> Tree:
+        """:meth:`_update` for a write, the hot path, without recursion: down
+        the path noting each level's current entry, then up making the new
+        versions."""
+        repo = self._repo
+        chain: list[tuple[Tree, str, Entry | None]] = []
+        node = self
+        last = len(steps) - 1
+        for i, name in enumerate(steps):
+            shape = node._shape
+            if shape is None:
+                shape = node._load()
+            over = node._over
+            old = over.get(name) if over else None
+            if old is None:
+                j = shape.pos.get(name)
+                if j is not None:
+                    end = shape.ends[j]
+                    old = (shape.modes[j], node._raw[end - shape.idl : end])
+            chain.append((node, name, old))
+            if i < last:
+                if type(old) is tuple and old[0] is MODE_TREE:
+                    node = repo.tree(old[1])
+                elif type(old) is Tree:
+                    node = old
+                else:
+                    node = Tree(repo)  # absent, or contents replaced by a node
+        child: Entry = leaf
+        for node, name, old in reversed(chain):
+            new = node._with(name, old, child)
+            if new is node:
+                return self  # nothing changed (only possible at the bottom)
+            child = new
+        return child  # type: ignore[return-value]
 
     def remove(self, path: PathLike) -> Tree:
         """A tree without the contents or node at ``path``; emptied parents go."""
@@ -344,19 +423,30 @@ class Tree:
 
     def _update(self, steps: Path, i: int, leaf: Entry | None) -> Tree:
         name = steps[i]
-        entries = self._load()
-        old = entries.get(name)
+        shape = self._shape
+        if shape is None:
+            shape = self._load()
+        over = self._over
+        old = over.get(name) if over else None
+        if old is None:  # as _entry does, inline: this runs for every level of every write
+            j = shape.pos.get(name)
+            if j is not None:
+                end = shape.ends[j]
+                old = (shape.modes[j], self._raw[end - shape.idl : end])
         if i + 1 < len(steps):
-            if old is not None and _entry_is_tree(old):
-                sub = self._as_tree(old)  # type: ignore[arg-type]
+            kind = type(old)
+            if kind is Tree:
+                sub = old
+            elif kind is tuple and old[0] is MODE_TREE:  # type: ignore[index]
+                sub = self._repo.tree(old[1])  # type: ignore[index]
+            elif leaf is None:
+                return self  # removing below something that is not a node
             else:
-                if leaf is None:
-                    return self  # removing below something that is not a node
                 sub = Tree(self._repo)
-            new_sub = sub._update(steps, i + 1, leaf)
+            new_sub = sub._update(steps, i + 1, leaf)  # type: ignore[union-attr]
             if new_sub is sub:
                 return self
-            child: Entry | None = None if new_sub.is_empty() else new_sub
+            child: Entry | None = new_sub if new_sub._load().names else None
         else:
             child = leaf
         return self._with(name, old, child)
@@ -365,112 +455,137 @@ class Tree:
         """This tree with entry ``name`` replaced by ``child`` (None: removed).
 
         ``child`` is a clean ``(mode, id)`` reference, a pending blob or a Tree.
+        When only the child's id changes, the new version shares this one's
+        shape and splices the id into a copy of the body.
         """
-        if child is None and old is None:
-            return self
-        if old is not None and child is not None and type(child) is not Tree:
-            # Same entry as before: nothing changes, keep sharing.
-            if _entry_mode(old) == _entry_mode(child) and _entry_id(old) == _entry_id(child):
+        if old is None or child is None:
+            if old is None and child is None:
                 return self
-        keys, encl = self._writable()
-        entries = dict(self._entries)  # type: ignore[arg-type]
-        order = self._order
-        assert order is not None
-        dirty = set(self._dirty)
-        raw = encode_name(name)
-        i = -1
-        was_tree = False
-        if old is not None:
-            was_tree = _entry_is_tree(old)
-            i = bisect.bisect_left(keys, raw + b"/" if was_tree else raw)
-        if child is None:
-            del entries[name]
-            order, keys, encl = order.copy(), keys.copy(), encl.copy()
-            del order[i], keys[i], encl[i]
-            dirty.discard(name)
+            return self._reshape(name, old, child)
+        kind = type(child)
+        if kind is Tree:
+            mode, oid = MODE_TREE, child._oid  # type: ignore[union-attr]
+        elif kind is tuple:
+            mode, oid = child  # type: ignore[misc]
         else:
-            entries[name] = child
-            te = self._repo.fmt.tree_entry
+            mode, oid = child.mode, child.oid  # type: ignore[union-attr]
+        shape = self._shape
+        assert shape is not None
+        i = shape.pos[name]
+        if shape.modes[i] != mode:
+            return self._reshape(name, old, child)
+        if kind is not Tree and _entry_id(old) == oid:
+            return self  # the same entry as before: keep sharing
+        body = self._raw
+        over = self._over
+        if oid is not None:
+            end = shape.ends[i]
+            body = body[: end - shape.idl] + oid + body[end:]
+        if kind is tuple:
+            if name in over:
+                over = over.copy()
+                del over[name]
+        else:
+            over = over.copy()
+            over[name] = child
+        return self._derive(shape, body, over)
+
+    def _reshape(self, name: str, old: Entry | None, child: Entry | None) -> Tree:
+        """:meth:`_with` when a name comes or goes or an entry changes kind or
+        mode: a new shape for the new version."""
+        shape = self._shape
+        assert shape is not None
+        idl = shape.idl
+        names, modes, keys = shape.names.copy(), shape.modes.copy(), shape.sort_keys().copy()
+        hl = shape.hl
+        ends = [e - hl for e in shape.ends]  # offsets in the body, while it changes
+        body = self._raw[hl:]
+        over = self._over.copy()
+        over.pop(name, None)
+        if old is not None:
+            i = shape.pos[name]
+            start, end = ends[i - 1] if i else 0, ends[i]
+            body = body[:start] + body[end:]
+            gone = end - start
+            ends = ends[:i] + [e - gone for e in ends[i + 1 :]]
+            del names[i], modes[i], keys[i]
+        if child is not None:
             kind = type(child)
-            enc: bytes | None
-            if kind is tuple:
+            if kind is Tree:
+                mode, oid = MODE_TREE, child._oid or bytes(idl)  # type: ignore[union-attr]
+            elif kind is tuple:
                 mode, oid = child  # type: ignore[misc]
-                is_tree = mode is MODE_TREE
-                enc = te(mode, raw, oid)
-                dirty.discard(name)
-            elif kind is Tree:
-                is_tree = True
-                coid = child._oid  # type: ignore[union-attr]
-                enc = None if coid is None else te(MODE_TREE, raw, coid)
-                dirty.add(name)
             else:
-                is_tree = False
-                enc = te(child.mode, raw, child.oid)  # type: ignore[union-attr]
-                dirty.add(name)
-            encl = encl.copy()
-            if old is not None and was_tree == is_tree:
-                encl[i] = enc
-            else:
-                order, keys = order.copy(), keys.copy()
-                if old is not None:
-                    del order[i], keys[i], encl[i]
-                key = raw + b"/" if is_tree else raw
-                j = bisect.bisect_left(keys, key)
-                order.insert(j, name)
-                keys.insert(j, key)
-                encl.insert(j, enc)
+                mode, oid = child.mode, child.oid  # type: ignore[union-attr]
+            if kind is not tuple:
+                over[name] = child
+            raw = encode_name(name)
+            key = raw + b"/" if mode is MODE_TREE else raw
+            j = bisect.bisect_left(keys, key)
+            enc = self._repo.fmt.tree_entry(mode, raw, oid)
+            start = ends[j - 1] if j else 0
+            body = body[:start] + enc + body[start:]
+            n = len(enc)
+            ends = ends[:j] + [start + n] + [e + n for e in ends[j:]]
+            names.insert(j, name)
+            modes.insert(j, mode)
+            keys.insert(j, key)
+        header = b"tree %d\0" % len(body)
+        hl = len(header)
+        ends = [e + hl for e in ends]
+        return self._derive(_Shape(names, modes, ends, idl, hl, keys), header + body, over or _NO_CHILDREN)
+
+    def _derive(self, shape: _Shape, raw: bytes, over: dict[str, Entry]) -> Tree:
+        """A new version of this node with the given shape, object bytes and
+        in-memory children."""
         t = Tree.__new__(Tree)
         t._repo = self._repo
         t._oid = None
-        t._entries = entries
-        t._order = order
-        t._keys = keys
-        t._encl = encl
-        t._dirty = frozenset(dirty)
+        t._shape = shape
+        t._raw = raw
+        t._over = over
         t._origin = self._oid if self._oid is not None else self._origin
         return t
 
     # -- encoding and export ----------------------------------------------------
 
     def _serialize(self, out: list[tuple[bytes, bytes]] | None) -> bytes:
-        """This node's body; with ``out``, also append every new object below
-        (canonical form) and turn in-memory children into clean references."""
-        entries = self._load()
-        keys, encl = self._writable()
-        te = self._repo.fmt.tree_entry
-        for name in self._dirty:
-            e = entries[name]
-            if type(e) is Tree:
-                oid = e._export(out) if out is not None else e.hash()
-                raw = encode_name(name)
-                i = bisect.bisect_left(keys, raw + b"/")
-                if encl[i] is None:
-                    encl[i] = te(MODE_TREE, raw, oid)
-                if out is not None:
-                    entries[name] = (MODE_TREE, oid)
-            elif type(e) is _Pending and out is not None:
-                out.append((e.oid, e.raw))
-                entries[name] = (e.mode, e.oid)
-        if out is not None:
-            self._dirty = frozenset()
-        return b"".join(encl)  # type: ignore[arg-type]
+        """This node's object (canonical form); with ``out``, also append
+        every new object below and turn in-memory children into clean
+        references."""
+        shape = self._load()
+        over = self._over
+        body = self._raw
+        if over:
+            idl, ends, pos = shape.idl, shape.ends, shape.pos
+            for name, e in over.items():
+                if type(e) is Tree:
+                    oid = e._export(out) if out is not None else e.hash()
+                    end = ends[pos[name]]
+                    if body[end - idl : end] != oid:
+                        body = body[: end - idl] + oid + body[end:]
+                elif out is not None:
+                    out.append((e.oid, e.raw))  # type: ignore[union-attr]
+            self._raw = body
+            if out is not None:
+                self._over = _NO_CHILDREN
+        return body
 
     def _export(self, out: list[tuple[bytes, bytes]]) -> bytes:
         """Append this tree's new objects to ``out``; return its id."""
-        if self._entries is None or (not self._dirty and self._oid is not None):
+        if self._shape is None or (not self._over and self._oid is not None):
             assert self._oid is not None
             return self._oid
-        body = self._serialize(out)
-        header = b"tree %d\0" % len(body)
-        raw = header + body
+        raw = self._serialize(out)
+        repo = self._repo
         oid = self._oid
         if oid is None:
-            oid = self._repo.fmt.hash_raw(raw)
-            self._oid = oid
+            oid = self._oid = repo.fmt.hash_raw(raw)
         out.append((oid, raw))
-        nodes = self._repo._nodes
-        if self._origin is not None and self._origin != oid:
-            nodes.demote(self._origin)  # superseded by this version
+        nodes = repo._nodes
+        origin = self._origin
+        if origin is not None and origin != oid:
+            nodes.demote(origin)  # superseded by this version
         nodes.put(oid, self)
         return oid
 
@@ -487,8 +602,8 @@ class Tree:
     def _diff_into(self, other: Tree, prefix: Path, out: list) -> None:  # type: ignore[type-arg]
         if self.hash() == other.hash():
             return
-        a = self._load()
-        b = other._load()
+        a = self._mapping()
+        b = other._mapping()
         names = sorted(a.keys() | b.keys())
         for name in names:
             ea, eb = a.get(name), b.get(name)
@@ -529,17 +644,3 @@ def _entry_id(e: Entry) -> bytes:
     if type(e) is Tree:
         return e.hash()
     return e.oid  # type: ignore[union-attr]
-
-
-_decode = methodcaller("decode", "utf-8", "surrogateescape")
-
-
-def decode_tree_body(fmt: ObjectFormat, body: bytes) -> tuple[dict[str, Entry], list[str]]:
-    """A validated tree body → the loaded-node dict and git order, built by
-    C-level maps and zips (no Python loop per entry)."""
-    modes, names, oids = fmt.parse_tree_columns(body)
-    order = list(map(_decode, names))
-    entries: dict[str, Entry] = dict(zip(order, zip(modes, oids)))
-    if len(entries) != len(order):
-        raise MalformedObject("tree has two entries with one name")
-    return entries, order
