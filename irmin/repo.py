@@ -288,11 +288,14 @@ class Repo:
         return c
 
     def prepare_commit(
-        self, tree: Tree, parents: Iterable[Commit | bytes], info: Info | None = None
+        self, tree: Tree, parents: Iterable[Commit | bytes], info: Info | None = None,
+        objects: list[tuple[bytes, bytes]] | None = None,
     ) -> tuple[Commit, list[tuple[bytes, bytes]]]:
-        """The commit of ``tree`` and every new object to write for it."""
+        """The commit of ``tree`` and every new object to write for it
+        (appended to ``objects``: those of ``tree`` already exported)."""
         info = info or Info()
-        objects: list[tuple[bytes, bytes]] = []
+        if objects is None:
+            objects = []
         tree_id = tree._export(objects)
         if tree._shape is not None and not tree._shape.names and tree_id == self.fmt.empty_tree_id:
             objects.append(self.fmt.canonical(b"tree", b""))

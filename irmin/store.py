@@ -134,16 +134,28 @@ class Store:
         """Commit ``f(head tree)``, re-running ``f`` on the new head if another
         writer got in first. Returns the new commit (``None`` when nothing
         changed and ``allow_empty`` is false)."""
+        return self._commit_edit(lambda t, _out: f(t), info, allow_empty, retries)
+
+    def _commit_edit(
+        self,
+        edit: Callable[[Tree, list[tuple[bytes, bytes]]], Tree],
+        info: Info | None,
+        allow_empty: bool = False,
+        retries: int | None = None,
+    ) -> Commit | None:
+        """:meth:`update_tree` for an ``edit`` that may write some of its new
+        objects to the list it is given (a tree returned clean has them there)."""
         attempt = 0
         with Carry(self.repo) as carry:
             while True:
                 head_id = self.head_id()
                 head = None if head_id is None else self.repo.commit(head_id)
                 old = head.tree if head is not None else Tree(self.repo)
-                new_tree = f(old)
+                objects: list[tuple[bytes, bytes]] = []
+                new_tree = edit(old, objects)
                 if not allow_empty and head is not None and new_tree is old:
                     return None
-                commit, objects = self.repo.prepare_commit(new_tree, [head] if head else [], info)
+                commit, objects = self.repo.prepare_commit(new_tree, [head] if head else [], info, objects)
                 if not allow_empty and head is not None and commit.tree_id == head.tree_id:
                     return None
                 objects = carry.plus(objects)
@@ -161,7 +173,7 @@ class Store:
         raw = self._contents(steps).encode(value)
         if info is None:
             info = _info(None, message or f"set {'/'.join(steps)}", author)
-        return self.update_tree(lambda t: t.set(steps, raw), info)
+        return self._commit_edit(lambda t, out: t._set_exported(steps, raw, out), info)
 
     def set_raw(self, path: PathLike, raw: bytes, message: str = "", *, author: str | None = None) -> Commit | None:
         steps = parse(path)

@@ -116,7 +116,7 @@ class _Shape:
 class Tree:
     """An immutable directory node. See the module docstring for its states."""
 
-    __slots__ = ("_repo", "_oid", "_shape", "_raw", "_over", "_origin")
+    __slots__ = ("_repo", "_oid", "_shape", "_raw", "_over", "_origin", "_new")
 
     def __init__(self, repo: Repo, oid: bytes | None = None) -> None:
         self._repo = repo
@@ -128,6 +128,8 @@ class Tree:
             self._shape = _Shape([], [], [], repo.fmt.id_len, len(_EMPTY_RAW), [])
         #: Id of the stored version this in-memory node was derived from.
         self._origin: bytes | None = None
+        #: Made in memory and not exported yet (its id may be known: hash()).
+        self._new = oid is None
 
     # -- loading --------------------------------------------------------------
 
@@ -366,42 +368,56 @@ class Tree:
             raise InvalidPath("cannot set contents at the root")
         if mode not in BLOB_MODES:
             raise PathError(f"mode {mode!r} is not a contents mode")
-        return self._set_leaf(steps, self._pending(value, BLOB_MODES[mode]))
+        return self._update(steps, 0, self._pending(value, BLOB_MODES[mode]))
 
-    def _set_leaf(self, steps: Path, leaf: _Pending) -> Tree:
-        """:meth:`_update` for a write, the hot path, without recursion: down
-        the path noting each level's current entry, then up making the new
-        versions."""
+    def _set_exported(self, steps: Path, value: bytes, out: list[tuple[bytes, bytes]]) -> Tree:
+        """:meth:`set`, then export, for a write about to be committed: the
+        new nodes above the changed one are made clean at once (id spliced
+        into the parent's object, hashed, cached, appended to ``out``) rather
+        than kept in memory and walked again by :meth:`_export`."""
+        if self._oid is None or self._over or not steps:
+            return self.set(steps, value)
         repo = self._repo
-        chain: list[tuple[Tree, str, Entry | None]] = []
+        chain: list[tuple[Tree, int]] = []
         node = self
         last = len(steps) - 1
-        for i, name in enumerate(steps):
+        for k, name in enumerate(steps):
             shape = node._shape
             if shape is None:
                 shape = node._load()
-            over = node._over
-            old = over.get(name) if over else None
-            if old is None:
-                j = shape.pos.get(name)
-                if j is not None:
-                    end = shape.ends[j]
-                    old = (shape.modes[j], node._raw[end - shape.idl : end])
-            chain.append((node, name, old))
-            if i < last:
-                if type(old) is tuple and old[0] is MODE_TREE:
-                    node = repo.tree(old[1])
-                elif type(old) is Tree:
-                    node = old
-                else:
-                    node = Tree(repo)  # absent, or contents replaced by a node
-        child: Entry = leaf
-        for node, name, old in reversed(chain):
-            new = node._with(name, old, child)
-            if new is node:
-                return self  # nothing changed (only possible at the bottom)
-            child = new
-        return child  # type: ignore[return-value]
+            i = shape.pos.get(name)
+            if i is None or (shape.modes[i] is not MODE_TREE if k < last else shape.modes[i] is not MODE_FILE):
+                return self.set(steps, value)  # a node to make, or a new or other kind of entry
+            chain.append((node, i))
+            if k < last:
+                end = shape.ends[i]
+                node = repo.tree(node._raw[end - shape.idl : end])
+        blob = self._pending(value, MODE_FILE)
+        oid = blob.oid
+        end = shape.ends[i]
+        if node._raw[end - shape.idl : end] == oid:
+            return self  # the same contents: nothing to write
+        out.append((oid, blob.raw))
+        nodes = repo._nodes
+        hash_raw = repo.fmt.hash_raw
+        for node, i in reversed(chain):
+            shape = node._shape
+            end = shape.ends[i]  # type: ignore[union-attr]
+            raw = node._raw
+            raw = raw[: end - shape.idl] + oid + raw[end:]  # type: ignore[union-attr]
+            oid = hash_raw(raw)
+            t = Tree.__new__(Tree)
+            t._repo = repo
+            t._oid = oid
+            t._shape = shape
+            t._raw = raw
+            t._over = _NO_CHILDREN
+            t._origin = node._oid
+            t._new = False
+            out.append((oid, raw))
+            nodes.demote(node._oid)  # type: ignore[arg-type]
+            nodes.put(oid, t)
+        return t
 
     def remove(self, path: PathLike) -> Tree:
         """A tree without the contents or node at ``path``; emptied parents go."""
@@ -545,6 +561,7 @@ class Tree:
         t._raw = raw
         t._over = over
         t._origin = self._oid if self._oid is not None else self._origin
+        t._new = True
         return t
 
     # -- encoding and export ----------------------------------------------------
@@ -573,10 +590,11 @@ class Tree:
 
     def _export(self, out: list[tuple[bytes, bytes]]) -> bytes:
         """Append this tree's new objects to ``out``; return its id."""
-        if self._shape is None or (not self._over and self._oid is not None):
+        if not self._new:
             assert self._oid is not None
             return self._oid
         raw = self._serialize(out)
+        self._new = False
         repo = self._repo
         oid = self._oid
         if oid is None:
