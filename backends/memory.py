@@ -95,8 +95,8 @@ class MemoryBackend(Backend):
 
     def apply(self, objects: Iterable[tuple[bytes, bytes]], refs: Iterable[RefUpdate] = ()) -> bool:
         self._check_open()
-        items = list(objects)
-        updates = list(refs)
+        items = objects if type(objects) is list else list(objects)
+        updates = refs if type(refs) is tuple else list(refs)
         for u in updates:
             check_ref_name(u.name)
         with self._lock:  # objects and refs together: gc's sweep sees both or neither

@@ -8,6 +8,7 @@ entry may be named and what ``git fsck --strict`` accepts: not empty, no
 from __future__ import annotations
 
 from collections.abc import Sequence
+from sys import intern
 
 from .errors import InvalidPath
 
@@ -35,7 +36,7 @@ def parse(path: PathLike) -> Path:
         if hit is not None:
             return hit
         text = path.strip("/")
-        steps: Path = tuple(text.split("/")) if text else ()
+        steps: Path = tuple(map(intern, text.split("/"))) if text else ()
         for s in steps:
             check_step(s)
         if len(_cache) < 65536:

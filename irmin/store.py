@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from irmin.backends.base import RefUpdate
+
 from .commit import Commit, Info
 from .contents import BYTES, Contents
 from .errors import BranchNotFound, ConflictError, TestAndSetFailed
@@ -81,7 +83,7 @@ class Store:
                 return False
             self._detached = new
             return True
-        return self.repo.set_head(self.branch, new, expected, objects)
+        return self.repo.backend.apply(objects, (RefUpdate(self._ref, expected, new.oid),))  # type: ignore[arg-type]
 
     # -- reads --------------------------------------------------------------------
 

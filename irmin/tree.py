@@ -24,6 +24,7 @@ nodes on that path.
 from __future__ import annotations
 
 import bisect
+from sys import intern
 from collections.abc import Callable, Iterator
 from itertools import accumulate
 from operator import add, methodcaller
@@ -91,7 +92,7 @@ class _Shape:
         """The shape of a stored body behind a header of ``hl`` bytes,
         validated (by C-level maps, no Python loop per entry)."""
         modes, raw_names, _oids = fmt.parse_tree_columns(body)
-        names = list(map(_decode, raw_names))
+        names = list(map(intern, map(_decode, raw_names)))  # interned: lookups compare by identity
         fixed = 2 + fmt.id_len  # " ", NUL and the id
         ends = list(map(add, accumulate(map(add, map(len, modes), map(len, raw_names))),
                         range(hl + fixed, hl + fixed * (len(names) + 1), fixed)))
@@ -415,8 +416,7 @@ class Tree:
             t._origin = node._oid
             t._new = False
             out.append((oid, raw))
-            nodes.demote(node._oid)  # type: ignore[arg-type]
-            nodes.put(oid, t)
+            nodes.replace(node._oid, oid, t)  # type: ignore[arg-type]
         return t
 
     def remove(self, path: PathLike) -> Tree:
