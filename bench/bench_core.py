@@ -73,6 +73,45 @@ def irmin_commits(uri: str, keys: list[str], initial: list[str]) -> tuple[float,
         return dt, main.head.id
 
 
+def raw_lmdb_same_writes(tmp: Path, keys: list[str], initial: list[str]) -> tuple[float, str]:
+    """The floor under any LMDB store that writes each commit in its own
+    write transaction: py-lmdb alone writing exactly the objects and the ref
+    update each irmin commit wrote (recorded from an untimed run), one
+    transaction per commit, sync=false as in the irmin run."""
+    batches: list[list[tuple[bytes, bytes]]] = []
+    with irmin.open("memory:") as repo:
+        main = repo.branch("main")
+        t = repo.empty_tree()
+        for k in initial:
+            t = t.set(k, b"init")
+        main.update_tree(lambda _t: t, INFO)
+        first = [(o, repo.backend.get(o)) for o in repo.backend.iter_ids()]
+        apply = repo.backend.apply
+
+        def recording_apply(objects, refs=()):  # type: ignore[no-untyped-def]
+            objects = list(objects)
+            batches.append(objects)
+            return apply(objects, refs)
+
+        repo.backend.apply = recording_apply  # type: ignore[method-assign]
+        for i, k in enumerate(keys):
+            main.set(k, b"value %d" % i, info=INFO)
+        head = main.head.id
+    env = lmdb.open(str(tmp / ("rawdeep" + str(time.time_ns()))), map_size=1 << 32, sync=False,
+                    metasync=False, max_dbs=4)
+    objects_db, refs_db = env.open_db(b"objects"), env.open_db(b"refs")
+    with env.begin(write=True) as txn:
+        txn.cursor(db=objects_db).putmulti(first)
+    t0 = time.perf_counter()
+    for objects in batches:
+        with env.begin(write=True) as txn:
+            txn.cursor(db=objects_db).putmulti(objects, overwrite=False)
+            txn.put(b"refs/heads/main", objects[-1][0], db=refs_db)
+    dt = time.perf_counter() - t0
+    env.close()
+    return dt, head
+
+
 # -- dulwich ----------------------------------------------------------------------
 
 
@@ -394,6 +433,8 @@ def main() -> None:
                 ("irmin memory:", lambda: irmin_commits("memory:", keys, initial)),
                 ("irmin lmdb: (sync=false)", lambda: irmin_commits(
                     f"lmdb:{tmp / ('l' + str(time.time_ns()))}?sync=false", keys, initial)),
+                ("raw LMDB writing the same objects, a txn per commit (floor)",
+                 lambda: raw_lmdb_same_writes(tmp, keys, initial)),
                 ("dulwich MemoryObjectStore", lambda: dulwich_commits(keys, initial)),
                 ("pygit2, Python dict odb backend", lambda: pygit2_commits(keys, initial, None)),
                 ("pygit2, on-disk odb", lambda: pygit2_commits(
@@ -421,6 +462,11 @@ def main() -> None:
                 f"pygit2 dict odb / irmin = {results['pygit2, Python dict odb backend'] / worst:.1f}x (goal >= 3x); "
                 f"pygit2 on disk / irmin = {results['pygit2, on-disk odb'] / worst:.1f}x. "
                 f"(Faster irmin backend: {best:.3f} ms.)")
+            floor = results["raw LMDB writing the same objects, a txn per commit (floor)"]
+            budget = results["pygit2, Python dict odb backend"] / 3
+            say(f"LMDB floor: py-lmdb alone, writing what each irmin commit wrote in one write "
+                f"transaction, takes {floor:.3f} ms, against a 3x-pygit2 budget of {budget:.3f} ms "
+                f"for the whole commit: {'within' if floor < budget else 'over'} budget before any tree work.")
             say()
         reads = point_reads(tmp, 100_000)
         say("### Point reads, 100,000 random keys of a committed 100,000-key tree on LMDB (warm)")
