@@ -145,7 +145,6 @@ class ObjectFormat:
         entry = rb"(100644|100755|120000|40000|160000) ([^\0/]+)\0(.{%d})" % id_len
         self._tree_entry_re = re.compile(entry, re.S)
         self._tree_entries_re = re.compile(rb"(?:%s)*" % entry.replace(b"(", b"(?:"), re.S)
-        self._raw_entry_re = re.compile(entry.replace(b"(", b"(?:"), re.S)
 
     def __repr__(self) -> str:
         return f"<ObjectFormat {self.name}>"
@@ -224,10 +223,6 @@ class ObjectFormat:
                 if not a < b:
                     raise MalformedObject(f"tree entries not sorted or duplicated at {b!r}")
         return modes, names, oids
-
-    def raw_tree_entries(self, body: bytes) -> list[bytes]:
-        """Each entry's encoded bytes, in order (body already validated)."""
-        return self._raw_entry_re.findall(body)  # type: ignore[no-any-return]
 
     def _explain_bad_tree(self, body: bytes) -> None:
         """Walk a body the fast parser refused and say what is wrong where."""

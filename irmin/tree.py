@@ -110,9 +110,6 @@ class _Shape:
             self.keys = keys
         return keys
 
-    def start(self, i: int) -> int:
-        return self.ends[i - 1] if i else self.hl
-
 
 class Tree:
     """An immutable directory node. See the module docstring for its states."""
