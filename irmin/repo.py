@@ -291,10 +291,12 @@ class Repo:
         return self._remember(Commit(self, oid, self.fmt.parse_commit(body)))
 
     def _remember(self, c: Commit) -> Commit:
-        with self._commits_lock:
-            self._commits[c.oid] = c
-            if len(self._commits) > 65536:
-                self._commits.popitem(last=False)
+        commits = self._commits
+        commits[c.oid] = c  # atomic under the GIL; only eviction needs the lock
+        if len(commits) > 65536:
+            with self._commits_lock:
+                while len(commits) > 65536:
+                    commits.popitem(last=False)
         return c
 
     def prepare_commit(

@@ -147,26 +147,45 @@ class Store:
     ) -> Commit | None:
         """:meth:`update_tree` for an ``edit`` that may write some of its new
         objects to the list it is given (a tree returned clean has them there)."""
+        commit, lost = self._attempt(edit, info, allow_empty, self.head_id(), None)
+        if lost is None:
+            return commit  # the common case: no other writer got in first
         attempt = 0
         with Carry(self.repo) as carry:
-            while True:
-                head_id = self.head_id()
-                head = None if head_id is None else self.repo.commit(head_id)
-                old = head.tree if head is not None else Tree(self.repo)
-                objects: list[tuple[bytes, bytes]] = []
-                new_tree = edit(old, objects)
-                if not allow_empty and head is not None and new_tree is old:
-                    return None
-                commit, objects = self.repo.prepare_commit(new_tree, [head] if head else [], info, objects)
-                if not allow_empty and head is not None and commit.tree_id == head.tree_id:
-                    return None
-                objects = carry.plus(objects)
-                if self._move(commit, head_id, objects):
-                    return commit
-                carry.add(objects)
+            while lost is not None:
+                carry.add(lost)
                 attempt += 1
                 if retries is not None and attempt > retries:
                     raise ConflictError([], f"branch {self.branch} kept moving; gave up after {retries} retries")
+                commit, lost = self._attempt(edit, info, allow_empty, self.head_id(), carry)
+            return commit
+
+    def _attempt(
+        self,
+        edit: Callable[[Tree, list[tuple[bytes, bytes]]], Tree],
+        info: Info | None,
+        allow_empty: bool,
+        head_id: bytes | None,
+        carry: Carry | None,
+    ) -> tuple[Commit | None, list[tuple[bytes, bytes]] | None]:
+        """One try of :meth:`_commit_edit` on ``head_id``: ``(commit, None)``
+        (commit None: nothing to commit), or ``(None, objects)`` when the head
+        moved meanwhile, with the objects this try exported in vain (its trees
+        are marked clean, so a retry must carry them: see :class:`Carry`)."""
+        head = None if head_id is None else self.repo.commit(head_id)
+        old = head.tree if head is not None else Tree(self.repo)
+        objects: list[tuple[bytes, bytes]] = []
+        new_tree = edit(old, objects)
+        if not allow_empty and head is not None and new_tree is old:
+            return None, None
+        commit, objects = self.repo.prepare_commit(new_tree, [head] if head else [], info, objects)
+        if not allow_empty and head is not None and commit.tree_id == head.tree_id:
+            return None, None
+        if carry is not None:
+            objects = carry.plus(objects)
+        if self._move(commit, head_id, objects):
+            return commit, None
+        return None, objects
 
     def set(self, path: PathLike, value: Any, message: str = "", *, author: str | None = None,
             info: Info | None = None) -> Commit | None:

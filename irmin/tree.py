@@ -390,14 +390,16 @@ class Tree:
             if k < last:
                 end = shape.ends[i]
                 node = repo.tree(node._raw[end - shape.idl : end])
-        blob = self._pending(value, MODE_FILE)
-        oid = blob.oid
+        if type(value) is not bytes:
+            return self.set(steps, value)  # checked and converted there
+        hash_raw = repo.fmt.hash_raw
+        raw = b"blob %d\0%s" % (len(value), value)
+        oid = hash_raw(raw)
         end = shape.ends[i]
         if node._raw[end - shape.idl : end] == oid:
             return self  # the same contents: nothing to write
-        out.append((oid, blob.raw))
+        out.append((oid, raw))
         nodes = repo._nodes
-        hash_raw = repo.fmt.hash_raw
         for node, i in reversed(chain):
             shape = node._shape
             end = shape.ends[i]  # type: ignore[union-attr]
