@@ -342,10 +342,20 @@ def point_reads(tmp: Path, n_reads: int) -> dict[str, float]:
     return out
 
 
-def durable_commits(tmp: Path, n: int) -> dict[str, float]:
+def durable_commits(tmp: Path, n: int, repeat: int) -> dict[str, float]:
     """irmin durable commits vs raw LMDB doing the same writes durably: one
     transaction holding exactly the objects and the ref each commit wrote
-    (captured from the irmin run), and the floor of one tiny put + sync."""
+    (captured from the irmin run), and the floor of one tiny put + sync.
+    Each is measured ``repeat`` times on fresh files, the best kept."""
+    best: dict[str, float] = {}
+    for round_ in range(repeat):
+        for k, v in _durable_round(tmp / f"durable{round_}", n).items():
+            best[k] = min(v, best.get(k, v))
+    return best
+
+
+def _durable_round(tmp: Path, n: int) -> dict[str, float]:
+    tmp.mkdir()
     out: dict[str, float] = {}
     batches: list[list[tuple[bytes, bytes]]] = []
     with irmin.open(f"lmdb:{tmp / 'durable'}") as repo:  # sync=true is the default
@@ -358,6 +368,7 @@ def durable_commits(tmp: Path, n: int) -> dict[str, float]:
             batches.append(objects)
             return apply(objects, refs)
 
+        os.sync()
         t0 = time.perf_counter()
         for i in range(n):
             main.set(deep_key(i * 7919), b"value %d" % i, info=INFO)
@@ -368,6 +379,7 @@ def durable_commits(tmp: Path, n: int) -> dict[str, float]:
             main.set(deep_key(i * 7919 + 1), b"value %d" % i, info=INFO)
     env = lmdb.open(str(tmp / "rawsame"), map_size=1 << 30, sync=True, max_dbs=4)
     objects_db, refs_db = env.open_db(b"objects"), env.open_db(b"refs")
+    os.sync()
     t0 = time.perf_counter()
     for objects in batches:
         with env.begin(write=True) as txn:
@@ -376,6 +388,7 @@ def durable_commits(tmp: Path, n: int) -> dict[str, float]:
     out["raw LMDB, same objects + ref, one txn + sync"] = (time.perf_counter() - t0) / len(batches) * 1e6
     env.close()
     env = lmdb.open(str(tmp / "rawdurable"), map_size=1 << 30, sync=True)
+    os.sync()
     t0 = time.perf_counter()
     for i in range(n):
         with env.begin(write=True) as txn:
@@ -498,6 +511,10 @@ def main() -> None:
             for name, fn in runs:
                 times = []
                 for _ in range(args.repeat):
+                    # Each run starts with no dirty pages from the last one
+                    # waiting for writeback, which would slow LMDB writers
+                    # by 2x or more depending on the order of runs.
+                    os.sync()
                     dt, head = fn()
                     heads.add(head)
                     times.append(dt / n * 1e3)
@@ -538,7 +555,7 @@ def main() -> None:
         say(f"Goal <= 10 µs per read: Store.get {reads['irmin Store.get']:.2f} µs "
             f"({reads['irmin Store.get'] / reads['raw LMDB get (txn per get)']:.1f}x a raw LMDB get).")
         say()
-        dur = durable_commits(tmp, 300 if args.quick else 1000)
+        dur = durable_commits(tmp, 300 if args.quick else 1000, args.repeat)
         say("### Durable commits on LMDB (fsync each)")
         say()
         say("| writer | µs / commit |")
