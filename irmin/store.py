@@ -198,7 +198,8 @@ class Store:
 
     def set_raw(self, path: PathLike, raw: bytes, message: str = "", *, author: str | None = None) -> Commit | None:
         steps = parse(path)
-        return self.update_tree(lambda t: t.set(steps, raw), _info(None, message or f"set {'/'.join(steps)}", author))
+        info = _info(None, message or f"set {'/'.join(steps)}", author)
+        return self._commit_edit(lambda t, out: t._set_exported(steps, raw, out), info)
 
     def remove(self, path: PathLike, message: str = "", *, author: str | None = None,
                info: Info | None = None) -> Commit | None:

@@ -356,3 +356,14 @@ def test_malformed_objects_in_the_store_raise_not_garbage():
         repo.backend.put(*bad_commit)
         with pytest.raises(irmin.MalformedObject):
             repo.commit(bad_commit[0])
+
+
+def test_set_raw_writes_bytes_past_the_codec():
+    with irmin.open("memory:", contents=contents.JSON_CONTENTS) as repo:
+        main = repo.branch("main")
+        main.set("cfg/a", {"x": 1})
+        c = main.set_raw("cfg/b", b"not json")
+        assert c is not None and c.message == "set cfg/b"
+        assert main.get_raw("cfg/b") == b"not json"
+        assert main.get("cfg/a") == {"x": 1}
+        assert main.set_raw("cfg/b", b"not json") is None  # unchanged: no commit
