@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -56,7 +57,7 @@ def get(env: Env, path: str) -> None:
     raw = env.store().tree().get(steps)
     codec = env.codec(steps)
     if codec.name == "bytes":
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer
         out.write(raw)
         out.flush()
     else:
@@ -73,7 +74,7 @@ def set_(env: Env, path: str, value: str, message: str, author: str | None) -> N
     steps = parse(path)
     if not steps:
         raise CliError("cannot set the root; give a path")
-    raw = click.get_binary_stream("stdin").read() if value == "-" else os.fsencode(value)
+    raw = sys.stdin.buffer.read() if value == "-" else os.fsencode(value)
     blob = parse_value(env.codec(steps), raw)
     store = env.store(write=True)
     c = store.update_tree(lambda t: t.set(steps, blob),
