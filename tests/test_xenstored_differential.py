@@ -14,7 +14,7 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from xsutil import Client, Daemon, start_ours, start_reference
+from xsutil import Client, Daemon, queued_events, start_ours, start_reference
 
 DIRECTORY_PART = 22
 
@@ -68,20 +68,8 @@ class Session:
             self.conns[i] = Client(self.daemon.socket)
             return (-1, 0, 0, b"")
         self.log.append((i, got))
-        # drain the events of the others: a GET_DOMAIN_PATH reply comes
-        # after every event queued before it
-        for j, o in enumerate(self.conns):
-            if j == i:
-                continue
-            o.send(10, b"0\0", 0, 0xFFFF)
-            evs = []
-            while True:
-                p = o.packet()
-                if p[0] == 15:
-                    evs.append(p)
-                    continue
-                break
-            if evs:
+        for j, o in enumerate(self.conns):  # the events queued for the others
+            if j != i and (evs := queued_events(o)):
                 self.log.append((j, evs))
         return got[-1]
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from xsutil import XSREF, H, Client, Daemon, start_ours, start_reference
+from xsutil import XSREF, H, Client, Daemon, queued_events, start_ours, start_reference
 
 sys.path.insert(0, str(XSREF))
 from xsref_guest import RingGuest  # noqa: E402
@@ -111,18 +111,8 @@ class Session:
             if p[0] != 15:
                 break
         self.log.append((i, (t, payload[:40]), got))
-        for j, o in self.conns.items():  # events queued for the others
-            if j == i:
-                continue
-            o.send(GET_DOMAIN_PATH, b"0\0", 0, 0xFFFF)  # type: ignore[attr-defined]
-            evs = []
-            while True:
-                p = o.packet()  # type: ignore[attr-defined]
-                if p[0] == 15:
-                    evs.append(p)
-                    continue
-                break
-            if evs:
+        for j, o in self.conns.items():  # the events queued for the others
+            if j != i and (evs := queued_events(o)):
                 self.log.append((j, evs))
         return got[-1]
 
@@ -346,7 +336,7 @@ def test_guest_quotas(pair) -> None:  # type: ignore[no-untyped-def]
         s.step(g, WRITE, b"tx2\0", tx=1)
         s.step(g, WRITE, b"tx3\0", tx=1)
         s.step(g, TX_END, b"T\0", tx=1)
-        s.step(g, DIR, b"\0" if False else b"/local/domain/5\0")
+        s.step(g, DIR, b"/local/domain/5\0")
         s.drop(g)
         s.step(0, RELEASE, b"5\0")
         s.step(0, DIR, b"/local/domain\0")

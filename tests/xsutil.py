@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 XSREF = Path(__file__).resolve().parents[2] / "shared/tools/xsref"
 XEN_BIN = Path("/usr/lib/xen-4.17/bin")
@@ -103,6 +104,19 @@ def start_reference(tmp: Path, ocaml: bool = False, *args: str,
     daemon = Daemon(None, str(d / "socket"), pid=int(out[-1]), log=d / "daemon.log")
     _started.append(daemon)
     return daemon
+
+
+def queued_events(conn: Any) -> list[tuple[int, int, int, bytes]]:
+    """The watch events queued on ``conn`` (a :class:`Client` or a ring
+    guest): the reply to a GET_DOMAIN_PATH comes after every event queued
+    before it, so ask for one and keep what arrives first."""
+    conn.send(10, b"0\0", 0, 0xFFFF)
+    events = []
+    while True:
+        p = conn.packet()
+        if p[0] != 15:
+            return events
+        events.append(p)
 
 
 class Client:
