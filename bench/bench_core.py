@@ -129,7 +129,7 @@ def bare_python_commits(keys: list[str], initial: list[str]) -> tuple[float, str
         assert c is not None
         store = {o: repo.backend.get(o) for o in repo.backend.iter_ids()}
         root, head = c.tree_id, c.oid
-    who = INFO.person().encode()
+    who = INFO.person().encoded
     message = INFO.message.encode()
     t0 = time.perf_counter()
     for i, k in enumerate(keys):

@@ -86,6 +86,7 @@ class Person:
         ).encode("utf-8", "surrogateescape")
 
     def encode(self) -> bytes:
+        """The line as stored (public name of :attr:`encoded`)."""
         return self.encoded
 
     @classmethod
@@ -258,8 +259,8 @@ class ObjectFormat:
                 c.committer.encoded, c.message.encode("utf-8", "surrogateescape"))
         lines = [b"tree " + c.tree.hex().encode()]
         lines += [b"parent " + p.hex().encode() for p in c.parents]
-        lines.append(b"author " + c.author.encode())
-        lines.append(b"committer " + c.committer.encode())
+        lines.append(b"author " + c.author.encoded)
+        lines.append(b"committer " + c.committer.encoded)
         for key, value in c.extra:
             lines.append(key + b" " + value.replace(b"\n", b"\n "))
         return b"\n".join(lines) + b"\n\n" + c.message.encode("utf-8", "surrogateescape")

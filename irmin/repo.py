@@ -74,13 +74,8 @@ class _NodeCache:
 
     def replace(self, old: bytes, oid: bytes, tree: Tree) -> None:
         """:meth:`demote` ``old`` and :meth:`put` its new version ``tree``."""
-        d = self._d
-        try:
-            d.move_to_end(old, last=False)
-        except KeyError:
-            pass
-        if oid not in d:
-            self.put(oid, tree)
+        self.demote(old)
+        self.put(oid, tree)
 
     def demote(self, oid: bytes) -> None:
         """Make ``oid`` the first to go when room is needed."""

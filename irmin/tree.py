@@ -322,7 +322,7 @@ class Tree:
         direct children)."""
         if max_depth is not None and max_depth <= 0:
             return
-        for name, e in self._mapping().items() if self._over else self._clean_items():
+        for name, e in self._mapping().items():
             p = prefix + (name,)
             if _entry_is_tree(e):
                 yield from self._as_tree(e).walk(  # type: ignore[arg-type]
@@ -330,12 +330,6 @@ class Tree:
                 )
             else:
                 yield p, self._blob(e)  # type: ignore[arg-type]
-
-    def _clean_items(self) -> Iterator[tuple[str, Entry]]:
-        shape = self._load()
-        body, idl = self._raw, shape.idl
-        for n, m, e in zip(shape.names, shape.modes, shape.ends):
-            yield n, (m, body[e - idl : e])
 
     def fold(
         self,
@@ -406,14 +400,7 @@ class Tree:
             raw = node._raw
             raw = raw[: end - shape.idl] + oid + raw[end:]  # type: ignore[union-attr]
             oid = hash_raw(raw)
-            t = Tree.__new__(Tree)
-            t._repo = repo
-            t._oid = oid
-            t._shape = shape
-            t._raw = raw
-            t._over = _NO_CHILDREN
-            t._origin = node._oid
-            t._new = False
+            t = _node(repo, oid, shape, raw, _NO_CHILDREN, node._oid, False)  # type: ignore[arg-type]
             out.append((oid, raw))
             nodes.replace(node._oid, oid, t)  # type: ignore[arg-type]
         return t
@@ -553,15 +540,8 @@ class Tree:
     def _derive(self, shape: _Shape, raw: bytes, over: dict[str, Entry]) -> Tree:
         """A new version of this node with the given shape, object bytes and
         in-memory children."""
-        t = Tree.__new__(Tree)
-        t._repo = self._repo
-        t._oid = None
-        t._shape = shape
-        t._raw = raw
-        t._over = over
-        t._origin = self._oid if self._oid is not None else self._origin
-        t._new = True
-        return t
+        origin = self._oid if self._oid is not None else self._origin
+        return _node(self._repo, None, shape, raw, over, origin, True)
 
     # -- encoding and export ----------------------------------------------------
 
@@ -645,6 +625,21 @@ class Tree:
                     out.append((q, "added", None, v))
             elif eb is not None:
                 out.append((p, "added", None, other._blob(eb)))
+
+
+def _node(repo: Repo, oid: bytes | None, shape: _Shape, raw: bytes, over: dict[str, Entry],
+          origin: bytes | None, new: bool) -> Tree:
+    """A loaded node made from its parts (no load, no checks: the callers
+    derive it from a node already loaded)."""
+    t = Tree.__new__(Tree)
+    t._repo = repo
+    t._oid = oid
+    t._shape = shape
+    t._raw = raw
+    t._over = over
+    t._origin = origin
+    t._new = new
+    return t
 
 
 def _entry_mode(e: Entry) -> bytes:
