@@ -294,8 +294,10 @@ def test_gc_with_concurrent_readers_and_writers(name: str, tmp_path: Path) -> No
     # as they come: the test waits for every writer's progress, not a sleep.
     # It stops after PROC_COMMITS: gc's mark, starved of the GIL by this
     # process's four busy threads, would otherwise chase it for minutes.
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, uri.split("?")[0], "proc", str(PROC_COMMITS)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc_err = tmp_path / "proc.err"  # a file, not a pipe nobody drains while it runs
+    with proc_err.open("wb") as err_file:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, uri.split("?")[0], "proc", str(PROC_COMMITS)],
+                                stdout=subprocess.PIPE, stderr=err_file)
     assert proc.stdout.readline() == b"ready\n"  # type: ignore[union-attr]
 
     def proc_acks() -> None:
@@ -313,7 +315,7 @@ def test_gc_with_concurrent_readers_and_writers(name: str, tmp_path: Path) -> No
         while any(len(acked[k]) < w for k, w in want.items()):
             if proc.poll() is not None:
                 if proc.returncode != 0:
-                    raise AssertionError("the writer process died: " + proc.stderr.read().decode()[-2000:])  # type: ignore[union-attr]
+                    raise AssertionError("the writer process died: " + proc_err.read_text()[-2000:])
                 if not threads[0].is_alive():  # it did all its work, and all was read
                     assert len(acked["proc"]) == PROC_COMMITS, len(acked["proc"])
                     want.pop("proc", None)
