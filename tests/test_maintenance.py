@@ -337,6 +337,7 @@ def test_gc_with_concurrent_readers_and_writers(name: str, tmp_path: Path) -> No
         proc.wait()
         for t in threads:
             t.join()
+        proc.stdout.close()  # type: ignore[union-attr]
     assert not errors, errors
     assert sum(r.removed for r in runs) > 300
     assert not any(repo.backend.has(o) for o in junk)
